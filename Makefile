@@ -1,0 +1,42 @@
+# Two commands do everything (see README): `make demo` and `make test`.
+# Each creates the virtual environment on first use. Override PYTHON or TORCH_SPEC if needed,
+# e.g. TORCH_SPEC="torch==2.14.1 torchvision==0.29.1 --index-url https://download.pytorch.org/whl/cu128".
+
+PYTHON ?= python3
+VENV ?= .venv
+TORCH_SPEC ?= torch==2.14.1 torchvision==0.29.1
+DEMO_OUT ?= demo_out
+BIN := $(VENV)/bin
+export HF_HUB_OFFLINE := 1
+export PIP_DISABLE_PIP_VERSION_CHECK := 1
+
+.PHONY: setup demo test lint bench clean-demo
+
+setup: $(VENV)/.a4g-installed
+
+# torch first (timm needs torchvision), then sam2 without build isolation (its isolated build would
+# download another torch and CUDA), then the package with its dev extra.
+$(VENV)/.a4g-installed: pyproject.toml requirements/sam2.txt
+	test -x $(BIN)/python || $(PYTHON) -m venv $(VENV)
+	$(BIN)/python -m pip install -q --upgrade pip setuptools wheel
+	$(BIN)/python -m pip install -q $(TORCH_SPEC)
+	$(BIN)/python -m pip install -q hydra-core iopath pillow tqdm
+	SAM2_BUILD_CUDA=0 $(BIN)/python -m pip install -q --no-deps --no-build-isolation --require-hashes -r requirements/sam2.txt
+	$(BIN)/python -m pip install -q -e ".[dev]"
+	touch $@
+
+demo: setup
+	rm -rf $(DEMO_OUT)
+	$(BIN)/a4g extract --dataset demo --out $(DEMO_OUT)/store --random-init \
+		--encoders dinov2_vits14,sam2.1_hiera_t --sam-res 256 --vae tiny --size 128 --shard-frames 32
+	$(BIN)/a4g store verify $(DEMO_OUT)/store
+	$(BIN)/a4g store info $(DEMO_OUT)/store
+
+test: setup
+	$(BIN)/python -m pytest -q
+
+lint: setup
+	$(BIN)/ruff check . && $(BIN)/ruff format --check .
+
+clean-demo:
+	rm -rf $(DEMO_OUT)
