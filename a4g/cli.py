@@ -99,7 +99,124 @@ def store_verify(
         if len(problems) > 50:
             typer.echo(f"... and {len(problems) - 50} more", err=True)
         fail(f"{store}: {len(problems)} problem(s)", code=1)
-    typer.echo(f"OK  {store}: {fs.num_shards} shards, {fs.num_frames} frames, fingerprint {fs.schema.fingerprint}")
+    typer.echo(
+        f"OK  {store}: {fs.num_shards} shards, {fs.num_frames} frames, fingerprint {fs.schema.fingerprint}"
+    )
+
+
+def _parse_weights(items: list[str]) -> dict[str, str]:
+    out = {}
+    for item in items:
+        name, sep, path = item.partition("=")
+        if not sep or not name or not path:
+            fail(
+                f"--weights expects NAME=PATH (e.g. dinov2_vitb14=/ckpt/dinov2_vitb14.safetensors), got {item!r}"
+            )
+        out[name] = path
+    return out
+
+
+@app.command("extract")
+def extract(
+    dataset: str = typer.Option(
+        ..., help="Source name (ucf101, folder, frames, webdataset, synthetic, demo) or a path to the videos."
+    ),
+    out: Path = typer.Option(
+        ..., help="Store directory to create, or to resume if it holds the same configuration."
+    ),
+    encoders: str = typer.Option(
+        "dinov2_vitb14,sam2.1_hiera_b+",
+        help="Comma-separated encoder names in fusion order (see --list-encoders).",
+    ),
+    vae: str = typer.Option(
+        ..., help="Local diffusers AutoencoderKL directory (sd-vae-ft-ema layout), or 'tiny'."
+    ),
+    data_root: Path | None = typer.Option(
+        None, help="Where the videos are, when --dataset is a source name."
+    ),
+    split: str | None = typer.Option(
+        None, help="Dataset split, e.g. train or test (ucf101 needs the split lists)."
+    ),
+    fold: int | None = typer.Option(None, help="UCF-101 split fold 1..3 (default 1 when --split is given)."),
+    size: int = typer.Option(
+        256, help="Square frame side in pixels (multiple of 16); 256 gives a 16x16 token grid."
+    ),
+    every: int = typer.Option(
+        1, min=1, help="Temporal stride: store one frame in EVERY. Training strides must be multiples."
+    ),
+    hflip: bool = typer.Option(
+        False, help="Also store *_flip twins computed on mirrored frames (for exact flip augmentation)."
+    ),
+    shard_frames: int = typer.Option(
+        256, min=1, help="Frames per shard: the unit of work, writing and resuming."
+    ),
+    batch: int = typer.Option(64, min=1, help="Frames per model batch."),
+    device: str = typer.Option("auto", help="cuda, cuda:N, cpu, or auto (cuda:LOCAL_RANK when available)."),
+    num_workers: int = typer.Option(
+        4, min=0, help="Decoding worker processes (0 decodes in the main process)."
+    ),
+    limit_videos: int | None = typer.Option(
+        None, min=1, help="Use only the first N videos (sorted by id); for trials."
+    ),
+    random_init: bool = typer.Option(
+        False,
+        help="Use seeded random weights for every encoder and the VAE (tests and demos only; recorded in the schema).",
+    ),
+    weights: list[str] = typer.Option(
+        [], help="NAME=PATH of a local weight file for an encoder; repeat per encoder."
+    ),
+    weights_dir: Path | None = typer.Option(
+        None, help="Folder holding weight files under their documented names."
+    ),
+    sam_res: int = typer.Option(1024, help="SAM2.1 input side (multiple of 32)."),
+    sam_output: str = typer.Option(
+        "vision_features", help="SAM2.1 activation to store (neck vision_features or a trunk stage)."
+    ),
+    compile: bool = typer.Option(False, "--compile", help="torch.compile the encoders (GPU throughput)."),
+    dry_run: bool = typer.Option(
+        False, "--dry-run", help="Scan videos and print the plan and storage estimate; write nothing."
+    ),
+    progress: bool = typer.Option(True, help="Show progress bars."),
+) -> None:
+    """Decode every frame, run the VAE and encoders once, and write latents + fused targets to a store.
+
+    Resumable (the same command skips finished shards) and splittable across processes: under
+    torchrun / accelerate launch (RANK, WORLD_SIZE) or a Slurm array, each process takes every
+    WORLD-th shard.
+    """
+    from a4g.encoders import MissingWeightsError
+    from a4g.extract.run import ExtractConfig, run_extraction, summarize
+
+    cfg = ExtractConfig(
+        dataset=dataset,
+        out=out,
+        encoders=[e.strip() for e in encoders.split(",") if e.strip()],
+        vae=vae,
+        data_root=data_root,
+        split=split,
+        fold=fold,
+        size=size,
+        every=every,
+        hflip=hflip,
+        shard_frames=shard_frames,
+        batch=batch,
+        device=device,
+        num_workers=num_workers,
+        limit_videos=limit_videos,
+        random_init=random_init,
+        compile=compile,
+        sam_res=sam_res,
+        sam_output=sam_output,
+        weights=_parse_weights(weights),
+        weights_dir=weights_dir,
+        dry_run=dry_run,
+        progress=progress,
+    )
+    try:
+        result = run_extraction(cfg, echo=typer.echo)
+    except (StoreError, MissingWeightsError, FileNotFoundError, ValueError, KeyError) as err:
+        fail(str(err).strip("'\""))
+    typer.echo(summarize(result))
 
 
 def main() -> None:  # pragma: no cover - console entry

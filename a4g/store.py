@@ -29,6 +29,7 @@ from typing import Any
 import numpy as np
 import zarr
 from zarr.codecs import ZstdCodec
+from zarr.core.sync import sync
 
 from a4g.store_schema import SchemaError, StoreSchema
 
@@ -271,7 +272,9 @@ class FeatureStore:
             prepared[name] = data
             crc = zlib.crc32(data.tobytes(), crc)
         for name, data in prepared.items():
-            self.array(name)[start:stop] = data
+            arr = self.array(name)
+            _delete_shard_file(arr, shard)
+            arr[start:stop] = data
         self.group["done"][shard] = _DONE_BIT | crc
 
     def read_shard(self, shard: int) -> dict[str, np.ndarray]:
@@ -377,6 +380,16 @@ class FeatureStore:
         missing = [n for n in [*self.array_names, "done"] if n not in self.group]
         if missing:
             raise StoreError(f"{self.path} lacks arrays {missing}; the store is damaged")
+
+
+def _delete_shard_file(arr: zarr.Array, shard: int) -> None:
+    """Remove what an earlier, interrupted writer may have left of this shard.
+
+    Zarr reads an existing shard file even when a write covers the whole shard; a damaged leftover
+    would make the retry fail instead of replacing it.
+    """
+    key = arr.metadata.encode_chunk_key((shard,) + (0,) * (arr.ndim - 1))
+    sync((arr.store_path / key).delete())
 
 
 def schema_differences(a: StoreSchema, b: StoreSchema) -> list[str]:

@@ -38,8 +38,15 @@ def make_schema(
     """A valid schema for fake encoders; only the geometry matters to the store."""
     specs = [
         EncoderSpec(
-            name=n, package="test", package_version="0", weights_sha256="random", input_size=size,
-            output="tokens", native_grid=grid, resampling="none", channels=c,
+            name=n,
+            package="test",
+            package_version="0",
+            weights_sha256="random",
+            input_size=size,
+            output="tokens",
+            native_grid=grid,
+            resampling="none",
+            channels=c,
         )
         for n, c in encoders
     ]
@@ -51,13 +58,17 @@ def make_schema(
     videos = sorted(lengths)
     return StoreSchema(
         dataset=DatasetSpec(
-            name="test", root=root, videos=videos,
+            name="test",
+            root=root,
+            videos=videos,
             video_list_hash=video_list_hash((v, lengths[v], 0) for v in videos),
         ),
         preprocess=PreprocessSpec(size=size),
         encoders=specs,
         fusion=FusionSpec(order=[n for n, _ in encoders], slices=slices),
-        vae=VAESpec(name="vae", weights_sha256="random", scaling_factor=0.18215, latent_channels=4, downsample=8),
+        vae=VAESpec(
+            name="vae", weights_sha256="random", scaling_factor=0.18215, latent_channels=4, downsample=8
+        ),
         token_grid=grid,
         layout=LayoutSpec(shard_frames=shard_frames, target_channel_chunk=chunk),
         flip=flip,
@@ -68,8 +79,11 @@ def make_schema(
 def make_index(lengths: dict[str, int]) -> VideoIndex:
     ids = sorted(lengths)
     return VideoIndex(
-        ids=ids, paths=[f"/data/{i}" for i in ids], labels=np.arange(len(ids)) % 2,
-        lengths=[lengths[i] for i in ids], classes=["a", "b"],
+        ids=ids,
+        paths=[f"/data/{i}" for i in ids],
+        labels=np.arange(len(ids)) % 2,
+        lengths=[lengths[i] for i in ids],
+        classes=["a", "b"],
     )
 
 

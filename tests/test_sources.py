@@ -82,7 +82,7 @@ def test_read_frames_matches_written_frames(synthetic_clip):
     path, frames = synthetic_clip
     src = build_source(str(path.parent))
     video = src.scan().videos[0]
-    got = src.read(video, [0, 3, 9])
+    got = src.read(video.path, [0, 3, 9])
     assert got.shape == (3, 48, 64, 3) and got.dtype == np.uint8
     # lossy but near-lossless encoding: close to what was written
     assert np.abs(got.astype(int) - frames[[0, 3, 9]].astype(int)).mean() < 4
@@ -145,7 +145,7 @@ def test_frames_source(tmp_path: Path):
     assert src.name == "frames"
     scan = src.scan()
     assert [(v.video_id, v.num_frames) for v in scan.videos] == [("a", 5), ("b/c", 5)]
-    np.testing.assert_array_equal(src.read(scan.videos[1], [1, 4]), frames[[1, 4]])
+    np.testing.assert_array_equal(src.read(scan.videos[1].path, [1, 4]), frames[[1, 4]])
 
 
 def test_webdataset_source(tmp_path: Path, synthetic_clip, real_clips: Path):
@@ -175,7 +175,7 @@ def test_webdataset_source(tmp_path: Path, synthetic_clip, real_clips: Path):
         ("shard-000.tar/s2", 1, 120),
     ]
     assert [s.reason for s in scan.skipped] == ["sample has no video member"]
-    assert src.read(scan.videos[1], [0, 119]).shape == (2, 144, 176, 3)
+    assert src.read(scan.videos[1].path, [0, 119]).shape == (2, 144, 176, 3)
 
 
 def test_synthetic_is_deterministic(tmp_path: Path):

@@ -143,7 +143,10 @@ def test_two_processes_writing_different_shards_is_bit_exact(tmp_path: Path):
     _write_shards(single.path, list(range(single.num_shards)))
     multi = FeatureStore.create(tmp_path / "multi", schema, index)
     ctx = mp.get_context("spawn")
-    procs = [ctx.Process(target=_write_shards, args=(multi.path, list(range(r, multi.num_shards, 2)))) for r in (0, 1)]
+    procs = [
+        ctx.Process(target=_write_shards, args=(multi.path, list(range(r, multi.num_shards, 2))))
+        for r in (0, 1)
+    ]
     for p in procs:
         p.start()
     for p in procs:

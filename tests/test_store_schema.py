@@ -64,7 +64,8 @@ def test_compatible_lists_each_mismatch():
     schema = make_schema(LENGTHS)
     assert compatible(schema, {"token_grid": (2, 2), "encoders": ["enc_b"], "vae.latent_channels": 4}) == []
     found = compatible(
-        schema, {"token_grid": (16, 16), "encoders": ["enc_a", "dinov2_vitb14"], "flip": True, "preprocess.size": 32}
+        schema,
+        {"token_grid": (16, 16), "encoders": ["enc_a", "dinov2_vitb14"], "flip": True, "preprocess.size": 32},
     )
     assert [m.field for m in found] == ["token_grid", "encoders", "flip"]
     assert "16" in str(found[0]) and "dinov2_vitb14" in str(found[1])

@@ -55,8 +55,8 @@ class VideoSource(ABC):
         """Number of decodable frames; raise UnreadableVideo with a reason otherwise."""
 
     @abstractmethod
-    def read(self, video: VideoEntry, frames: Sequence[int]) -> np.ndarray:
-        """Decode frames (sorted frame numbers) of one video as uint8 [T, H, W, 3] RGB."""
+    def read(self, path: str, frames: Sequence[int]) -> np.ndarray:
+        """Decode frames (sorted frame numbers) of the video at `path` as uint8 [T, H, W, 3] RGB."""
 
     def size_of(self, path: str) -> int:
         return os.path.getsize(path)

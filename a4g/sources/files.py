@@ -9,7 +9,7 @@ from pathlib import Path
 import numpy as np
 
 from a4g.sources import decode
-from a4g.sources.base import VideoEntry, VideoSource
+from a4g.sources.base import VideoSource
 from a4g.store import SkippedVideo
 
 
@@ -19,8 +19,8 @@ class VideoFileSource(VideoSource):
     def count_frames(self, path: str) -> int:
         return decode.count_frames(path)
 
-    def read(self, video: VideoEntry, frames: Sequence[int]) -> np.ndarray:
-        return decode.read_frames(video.path, frames)
+    def read(self, path: str, frames: Sequence[int]) -> np.ndarray:
+        return decode.read_frames(path, frames)
 
     def _rel_id(self, path: Path) -> str:
         return path.relative_to(self.root).as_posix()

@@ -8,7 +8,7 @@ from pathlib import Path
 import numpy as np
 from PIL import Image
 
-from a4g.sources.base import UnreadableVideo, VideoEntry, VideoSource
+from a4g.sources.base import UnreadableVideo, VideoSource
 from a4g.store import SkippedVideo
 
 IMAGE_EXTENSIONS = (".jpg", ".jpeg", ".png", ".bmp", ".webp")
@@ -51,13 +51,13 @@ class FramesSource(VideoSource):
     def size_of(self, path: str) -> int:
         return sum(f.stat().st_size for f in _frame_files(Path(path)))
 
-    def read(self, video: VideoEntry, frames: Sequence[int]) -> np.ndarray:
-        files = _frame_files(Path(video.path))
+    def read(self, path: str, frames: Sequence[int]) -> np.ndarray:
+        files = _frame_files(Path(path))
         out = []
         for i in frames:
             with Image.open(files[int(i)]) as im:
                 out.append(np.asarray(im.convert("RGB")))
         shapes = {a.shape for a in out}
         if len(shapes) > 1:
-            raise UnreadableVideo(f"{video.path}: frames differ in size {sorted(shapes)}")
+            raise UnreadableVideo(f"{path}: frames differ in size {sorted(shapes)}")
         return np.stack(out)

@@ -13,7 +13,7 @@ import numpy as np
 from webdataset.tariterators import base_plus_ext
 
 from a4g.sources import decode
-from a4g.sources.base import VideoEntry, VideoSource
+from a4g.sources.base import VideoSource
 from a4g.store import SkippedVideo
 
 
@@ -95,5 +95,5 @@ class WebDatasetSource(VideoSource):
         tar, member = path.split("::", 1)
         return _members(tar)[member].size
 
-    def read(self, video: VideoEntry, frames: Sequence[int]) -> np.ndarray:
-        return decode.read_frames(self._bytes(video.path), frames)
+    def read(self, path: str, frames: Sequence[int]) -> np.ndarray:
+        return decode.read_frames(self._bytes(path), frames)

@@ -1,0 +1,140 @@
+"""SAM2.1 Hiera image encoders through the `sam2` package (image encoder only: trunk + FPN neck).
+
+Only ``model.image_encoder`` of the sam2 config is instantiated (the memory and mask modules are
+never used for features), and a full sam2 checkpoint is loaded strictly into it.
+
+Outputs (``sam_output``):
+
+- ``vision_features`` (default): the neck's stride-16 level, 256 channels; what SAM2's mask
+  decoder consumes (before SAM2's image predictor adds ``no_mem_embed``).
+- ``trunk_stage1`` .. ``trunk_stage4``: raw Hiera stage outputs at strides 4, 8, 16, 32 with the
+  trunk's widths (Hiera-T: 96, 192, 384, 768).
+
+Resolution: the Hiera position embedding is interpolated to the input grid on every call and windowed
+attention pads, so any side that is a multiple of 32 works (``sam_res``; 1024 is SAM2's own).
+"""
+
+from __future__ import annotations
+
+from pathlib import Path
+
+import safetensors.torch
+import torch
+import torch.nn as nn
+
+from a4g.encoders.base import FrozenEncoder
+from a4g.encoders.registry import BuildOptions, EncoderEntry, register_encoder
+from a4g.encoders.weights import WeightSource
+from a4g.store_schema import EncoderSpec
+
+SAM_OUTPUTS = ("vision_features", "trunk_stage1", "trunk_stage2", "trunk_stage3", "trunk_stage4")
+_MEAN, _STD = (0.485, 0.456, 0.406), (0.229, 0.224, 0.225)  # sam2.utils.transforms.SAM2Transforms
+
+
+class Sam2HieraEncoder(FrozenEncoder):
+    def encode_preprocessed(self, x: torch.Tensor) -> torch.Tensor:
+        output = self.spec.output
+        if output == "vision_features":
+            features = self.model(x)["vision_features"]
+        else:
+            features = self.model.trunk(x)[int(output[-1]) - 1]
+        return features.flatten(2).transpose(1, 2)
+
+
+def instantiate_image_encoder(config: str, overrides: tuple[str, ...] = ()) -> nn.Module:
+    """sam2's ImageEncoder built from a packaged config (e.g. ``configs/sam2.1/sam2.1_hiera_t.yaml``)."""
+    import sam2  # noqa: F401  (initialises sam2's Hydra config module)
+    from hydra import compose
+    from hydra.utils import instantiate
+    from omegaconf import OmegaConf
+
+    cfg = compose(config_name=config, overrides=list(overrides))
+    OmegaConf.resolve(cfg)
+    return instantiate(cfg.model.image_encoder, _recursive_=True)
+
+
+def load_image_encoder_state(path: Path) -> dict[str, torch.Tensor]:
+    """Image-encoder tensors of a sam2 checkpoint (``{"model": ...}`` .pt, plain dict, or safetensors)."""
+    if path.suffix == ".safetensors":
+        state = safetensors.torch.load_file(str(path))
+    else:
+        state = torch.load(path, map_location="cpu", weights_only=True)
+        state = state.get("model", state)
+    prefix = "image_encoder."
+    if any(k.startswith(prefix) for k in state):
+        state = {k[len(prefix) :]: v for k, v in state.items() if k.startswith(prefix)}
+    return state
+
+
+def _output_geometry(encoder: nn.Module, output: str) -> tuple[int, int]:
+    """(channels, stride) of an output name, read from the built modules."""
+    trunk_channels = list(encoder.trunk.channel_list[::-1])  # stage1 .. stage4
+    if output == "vision_features":
+        return encoder.neck.d_model, 4 * 2 ** (len(trunk_channels) - 1 - encoder.scalp)
+    stage = int(output[-1])
+    return trunk_channels[stage - 1], 4 * 2 ** (stage - 1)
+
+
+def build_sam2_hiera(
+    entry: EncoderEntry, path: Path | None, sha256: str, options: BuildOptions
+) -> Sam2HieraEncoder:
+    size, output = options.sam_res, options.sam_output
+    if size % 32:
+        raise ValueError(f"{entry.name}: sam_res {size} must be a multiple of 32")
+    if output not in SAM_OUTPUTS:
+        raise ValueError(f"{entry.name}: sam_output {output!r} is not one of {', '.join(SAM_OUTPUTS)}")
+    encoder = instantiate_image_encoder(entry.arch, entry.overrides)
+    if path is not None:
+        encoder.load_state_dict(load_image_encoder_state(path), strict=True)
+    channels, stride = _output_geometry(encoder, output)
+    spec = EncoderSpec(
+        name=entry.name,
+        package=entry.package,
+        package_version=entry.package_version,
+        weights_sha256=sha256,
+        input_size=size,
+        output=output,
+        native_grid=(size // stride, size // stride),
+        resampling="none",
+        channels=channels,
+    )
+    return Sam2HieraEncoder(encoder, spec, _MEAN, _STD, resize_mode="bilinear", compile=options.compile)
+
+
+def _register_released() -> None:
+    for short, word in (("t", "tiny"), ("s", "small"), ("b+", "base-plus"), ("l", "large")):
+        name = f"sam2.1_hiera_{short}"
+        upstream = f"sam2.1_hiera_{word.replace('-', '_')}.pt"
+        source = WeightSource(
+            files=(upstream,),
+            hub=((f"facebook/sam2.1-hiera-{word}", upstream),),
+            url=f"https://dl.fbaipublicfiles.com/segment_anything_2/092824/{upstream}",
+        )
+        config = f"configs/sam2.1/{name}.yaml"
+        register_encoder(EncoderEntry(name, "sam2", build_sam2_hiera, config, 256, 16, source))
+
+
+_TINY_OVERRIDES = (
+    "++model.image_encoder.trunk.embed_dim=16",
+    "++model.image_encoder.trunk.num_heads=1",
+    "++model.image_encoder.trunk.stages=[1,1,2,1]",
+    "++model.image_encoder.trunk.global_att_blocks=[3]",
+    "++model.image_encoder.neck.backbone_channel_list=[128,64,32,16]",
+    "++model.image_encoder.neck.d_model=32",
+    "++model.image_encoder.neck.position_encoding.num_pos_feats=32",
+)
+"""Hiera-T's config shrunk by Hydra overrides (widths 16..128, 5 blocks, 32-channel neck)."""
+
+_register_released()
+register_encoder(
+    EncoderEntry(
+        "sam2.1_tiny",
+        "sam2",
+        build_sam2_hiera,
+        "configs/sam2.1/sam2.1_hiera_t.yaml",
+        32,
+        16,
+        overrides=_TINY_OVERRIDES,
+        random_only=True,
+    )
+)

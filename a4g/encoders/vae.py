@@ -1,0 +1,135 @@
+"""The frozen SD-style VAE (diffusers ``AutoencoderKL``): posterior moments for the store, decoding for samples.
+
+The store keeps diffusers' posterior parameters (mean ‖ logvar, unclamped, exactly
+``encode(x).latent_dist.parameters``) so training can draw a fresh latent every step. Training works
+on scaled latents ``z * scaling_factor``; :meth:`FrozenVAE.decode` takes those back to frames.
+
+Precision is the caller's (``torch.autocast``); SD VAEs overflow in float16, so use bfloat16 or
+float32 for them.
+"""
+
+from __future__ import annotations
+
+from pathlib import Path
+
+import torch
+import torch.nn as nn
+from diffusers import AutoencoderKL
+
+from a4g.encoders.registry import RANDOM_INIT_SEED
+from a4g.encoders.weights import RANDOM, MissingWeightsError, sha256_file
+from a4g.store_schema import VAESpec
+
+TINY = "tiny"
+_WEIGHT_FILES = ("diffusion_pytorch_model.safetensors", "diffusion_pytorch_model.bin")
+_WHERE = (
+    "https://huggingface.co/stabilityai/sd-vae-ft-ema (config.json + diffusion_pytorch_model.safetensors)"
+)
+
+
+def tiny_vae_config() -> dict:
+    """A toy AutoencoderKL with the SD geometry (/8, 4 latent channels, 0.18215), for tests and demos."""
+    return dict(
+        in_channels=3,
+        out_channels=3,
+        down_block_types=("DownEncoderBlock2D",) * 4,
+        up_block_types=("UpDecoderBlock2D",) * 4,
+        block_out_channels=(16, 16, 32, 32),
+        layers_per_block=1,
+        norm_num_groups=8,
+        latent_channels=4,
+        sample_size=256,
+        scaling_factor=0.18215,
+    )
+
+
+class FrozenVAE(nn.Module):
+    """Frozen AutoencoderKL with uint8-frame in/out and the :class:`VAESpec` it was run with."""
+
+    spec: VAESpec
+
+    def __init__(self, vae: AutoencoderKL, spec: VAESpec) -> None:
+        super().__init__()
+        self.vae = vae.requires_grad_(False)
+        self.spec = spec
+        self.eval()
+
+    def train(self, mode: bool = True) -> FrozenVAE:
+        return super().train(False)
+
+    @property
+    def device(self) -> torch.device:
+        return next(self.vae.parameters()).device
+
+    @torch.no_grad()
+    def encode_moments(self, frames: torch.Tensor) -> torch.Tensor:
+        """uint8 [B, 3, S, S] -> posterior parameters [B, 2*C, S/8, S/8] (mean ‖ logvar)."""
+        if frames.dtype != torch.uint8 or frames.ndim != 4 or frames.shape[1] != 3:
+            raise ValueError(f"expected uint8 frames [B, 3, S, S], got {frames.dtype} {tuple(frames.shape)}")
+        if frames.shape[-1] % self.spec.downsample or frames.shape[-2] % self.spec.downsample:
+            raise ValueError(
+                f"frame side must be a multiple of {self.spec.downsample}, got {tuple(frames.shape)}"
+            )
+        x = frames.to(self.device, non_blocking=True).float().div_(127.5).sub_(1.0)
+        return self.vae.encode(x).latent_dist.parameters
+
+    @torch.no_grad()
+    def decode(self, latents: torch.Tensor) -> torch.Tensor:
+        """Scaled latents (z * scaling_factor) [B, C, h, w] -> uint8 frames [B, 3, 8h, 8w]."""
+        z = latents.to(self.device) / self.spec.scaling_factor
+        shift = self.vae.config.get("shift_factor")
+        if shift is not None:
+            z = z + shift
+        x = self.vae.decode(z).sample.float()
+        return x.add_(1.0).mul_(127.5).round_().clamp_(0, 255).to(torch.uint8)
+
+
+def create_vae(
+    name_or_path: str | Path, *, random_init: bool = False, device: str | torch.device = "cpu"
+) -> FrozenVAE:
+    """A local diffusers VAE directory (config.json + weights), or ``"tiny"`` (random init only; use
+    ``./tiny`` for a directory of that name).
+
+    The spec's name is the directory's name (not its location) so equal weights give equal schemas.
+    ``random_init`` with a directory keeps its config but draws seeded random weights.
+    """
+    if isinstance(name_or_path, str) and name_or_path == TINY:
+        if not random_init:
+            raise ValueError("the 'tiny' VAE has no weights; use random_init=True (--random-init)")
+        with torch.random.fork_rng(devices=[]):
+            torch.manual_seed(RANDOM_INIT_SEED)
+            vae = AutoencoderKL(**tiny_vae_config())
+        return _wrap(vae, TINY, RANDOM).to(device)
+    root = Path(name_or_path).expanduser()
+    if not (root / "config.json").is_file():
+        raise MissingWeightsError(
+            f"no VAE at {str(root)!r}: expected a diffusers directory with config.json and "
+            f"{_WEIGHT_FILES[0]}; get it from {_WHERE}, or pass --random-init with the 'tiny' VAE"
+        )
+    if random_init:
+        with torch.random.fork_rng(devices=[]):
+            torch.manual_seed(RANDOM_INIT_SEED)
+            vae = AutoencoderKL.from_config(AutoencoderKL.load_config(str(root)))
+        return _wrap(vae, root.resolve().name, RANDOM).to(device)
+    weight_file = next((root / f for f in _WEIGHT_FILES if (root / f).is_file()), None)
+    if weight_file is None:
+        raise MissingWeightsError(
+            f"no VAE weights in {str(root)!r}: expected {' or '.join(_WEIGHT_FILES)}; get them from {_WHERE}, "
+            "or pass --random-init"
+        )
+    vae = AutoencoderKL.from_pretrained(
+        str(root), local_files_only=True, use_safetensors=weight_file.suffix == ".safetensors"
+    )
+    return _wrap(vae, root.resolve().name, sha256_file(weight_file)).to(device)
+
+
+def _wrap(vae: AutoencoderKL, name: str, sha256: str) -> FrozenVAE:
+    cfg = vae.config
+    spec = VAESpec(
+        name=name,
+        weights_sha256=sha256,
+        scaling_factor=float(cfg.scaling_factor),
+        latent_channels=int(cfg.latent_channels),
+        downsample=2 ** (len(cfg.block_out_channels) - 1),
+    )
+    return FrozenVAE(vae, spec)
