@@ -8,7 +8,7 @@ from pathlib import Path
 
 import typer
 
-from a4g.store import FeatureStore, StoreError
+from a4g.store import FeatureStore, StoreError, human_bytes
 
 os.environ.setdefault("HF_HUB_OFFLINE", "1")  # nothing may download at run time
 
@@ -37,16 +37,6 @@ def _open_store(path: Path) -> FeatureStore:
         raise  # unreachable, for type checkers
 
 
-def _human_bytes(n: float | None) -> str:
-    if n is None:
-        return "?"
-    for unit in ("B", "KiB", "MiB", "GiB", "TiB"):
-        if n < 1024 or unit == "TiB":
-            return f"{n:.1f} {unit}" if unit != "B" else f"{int(n)} B"
-        n /= 1024
-    return f"{n:.1f} TiB"
-
-
 @store_app.command("info")
 def store_info(
     store: Path = typer.Argument(..., help="Path of the feature store (a Zarr v3 directory)."),
@@ -65,8 +55,8 @@ def store_info(
         f"frames        {info['frames']} at {info['frame_size']} px, every {info['every']}",
         f"shards        {info['shards_done']}/{info['shards_total']} done"
         + ("" if info["complete"] else "  (incomplete: rerun the extract command to resume)"),
-        f"size on disk  {_human_bytes(info['bytes_on_disk'])} "
-        f"({_human_bytes(info['bytes_per_frame_uncompressed'])}/frame uncompressed)",
+        f"size on disk  {human_bytes(info['bytes_on_disk'])} "
+        f"({human_bytes(info['bytes_per_frame_uncompressed'])}/frame uncompressed)",
         f"token grid    {info['token_grid'][0]}x{info['token_grid'][1]}, flip twins: {info['flip']}",
         f"vae           {info['vae']['name']} ({info['vae']['latent_channels']} ch, weights {info['vae']['weights'][:12]})",
         "encoders",

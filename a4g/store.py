@@ -16,7 +16,6 @@ redone on resume. The schema is written last at creation, so a store without one
 
 from __future__ import annotations
 
-import json
 import math
 import os
 import time
@@ -451,5 +450,12 @@ def read_frames(array: zarr.Array, frames: Sequence[int] | np.ndarray) -> np.nda
     return array.get_orthogonal_selection((frames,))
 
 
-def dumps_info(info: dict[str, Any]) -> str:
-    return json.dumps(info, indent=2, sort_keys=False)
+def human_bytes(n: float | None) -> str:
+    """1536 -> '1.5 KiB' (for summaries and estimates)."""
+    if n is None:
+        return "?"
+    for unit in ("B", "KiB", "MiB", "GiB", "TiB"):
+        if n < 1024 or unit == "TiB":
+            return f"{int(n)} B" if unit == "B" else f"{n:.1f} {unit}"
+        n /= 1024
+    return f"{n:.1f} TiB"

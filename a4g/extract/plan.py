@@ -15,7 +15,7 @@ from pathlib import Path
 import a4g
 from a4g.encoders.fusion import target_channel_chunk
 from a4g.sources import ScanResult, VideoSource
-from a4g.store import VideoIndex
+from a4g.store import VideoIndex, human_bytes
 from a4g.store_schema import (
     DatasetSpec,
     EncoderSpec,
@@ -144,15 +144,7 @@ def describe_plan(schema: StoreSchema, index: VideoIndex) -> str:
             f"(grid {schema.token_grid[0]}x{schema.token_grid[1]}), {schema.layout.dtype}",
             f"latents       {2 * schema.vae.latent_channels} x {schema.latent_size[0]} x {schema.latent_size[1]} "
             f"(mean ‖ logvar)" + (", with flip twins" if schema.flip else ""),
-            f"storage       {_fmt(per_frame)}/frame, {_fmt(total)} total before compression, "
+            f"storage       {human_bytes(per_frame)}/frame, {human_bytes(total)} total before compression, "
             f"{shards} shards of {schema.layout.shard_frames} frames",
         ]
     )
-
-
-def _fmt(n: float) -> str:
-    for unit in ("B", "KiB", "MiB", "GiB", "TiB"):
-        if n < 1024 or unit == "TiB":
-            return f"{n:.1f} {unit}"
-        n /= 1024
-    return f"{n:.1f} TiB"

@@ -193,6 +193,8 @@ class ExtractResult:
     frames_written: int
     seconds: float
     plan_text: str
+    steady_fps: float | None = None
+    """Frames/s after the first shard arrived: throughput without model and worker start-up."""
 
 
 def open_store_for(
@@ -251,6 +253,7 @@ def run_extraction(cfg: ExtractConfig, echo=print) -> ExtractResult:
     if rank.rank == 0 and done:
         echo(f"resuming: {len(done)} of {store.num_shards} shards already done")
     t0 = time.perf_counter()
+    t_first, first_frames = None, 0
     frames_written = 0
     pending: list[Future] = []
     bar = tqdm(
@@ -263,6 +266,8 @@ def run_extraction(cfg: ExtractConfig, echo=print) -> ExtractResult:
     with ThreadPoolExecutor(max_workers=1, thread_name_prefix="a4g-writer") as writer:
         dataset = ShardFrames(source, store, todo)
         for shard, frames in iterate_shards(dataset, cfg.num_workers, pin=device.type == "cuda"):
+            if t_first is None:
+                t_first, first_frames = time.perf_counter(), frames.shape[0]
             rows = extractor.rows(frames, flip=cfg.hflip)
             while len(pending) >= 2:  # bound memory: at most two shards waiting to be written
                 pending.pop(0).result()
@@ -272,8 +277,11 @@ def run_extraction(cfg: ExtractConfig, echo=print) -> ExtractResult:
         for fut in pending:
             fut.result()
     bar.close()
-    seconds = time.perf_counter() - t0
-    return ExtractResult(store, len(todo), frames_written, seconds, plan_text)
+    t_end = time.perf_counter()
+    steady = None
+    if t_first is not None and frames_written > first_frames and t_end > t_first:
+        steady = (frames_written - first_frames) / (t_end - t_first)
+    return ExtractResult(store, len(todo), frames_written, t_end - t0, plan_text, steady)
 
 
 def summarize(result: ExtractResult) -> str:

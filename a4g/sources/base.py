@@ -61,24 +61,35 @@ class VideoSource(ABC):
     def size_of(self, path: str) -> int:
         return os.path.getsize(path)
 
-    def scan(self, limit: int | None = None, progress: bool = False) -> ScanResult:
-        """Probe every candidate; unreadable ones become SkippedVideo, never an exception."""
+    def scan(self, limit: int | None = None, progress: bool = False, threads: int = 8) -> ScanResult:
+        """Probe every candidate (in threads: decoders release the GIL); unreadable ones become
+        SkippedVideo, never an exception."""
+        from concurrent.futures import ThreadPoolExecutor
+
         from tqdm import tqdm
 
         cands, classes, skipped = self.candidates()
         cands = sorted(cands)
         if limit is not None:
             cands = cands[:limit]
-        videos: list[VideoEntry] = []
-        for vid, path, label in tqdm(cands, desc=f"scan {self.name}", unit="video", disable=not progress):
+
+        def probe(cand: tuple[str, str, int]) -> VideoEntry | SkippedVideo:
+            vid, path, label = cand
             try:
                 n = self.count_frames(path)
                 if n <= 0:
                     raise UnreadableVideo("zero frames")
             except UnreadableVideo as err:
-                skipped.append(SkippedVideo(path=path, reason=str(err)))
-                continue
-            videos.append(VideoEntry(vid, path, label, n, self.size_of(path)))
+                return SkippedVideo(path=path, reason=str(err))
+            return VideoEntry(vid, path, label, n, self.size_of(path))
+
+        videos: list[VideoEntry] = []
+        with ThreadPoolExecutor(max_workers=max(1, threads)) as pool:
+            results = pool.map(probe, cands)
+            for item in tqdm(
+                results, total=len(cands), desc=f"scan {self.name}", unit="video", disable=not progress
+            ):
+                (videos if isinstance(item, VideoEntry) else skipped).append(item)
         return ScanResult(videos=videos, skipped=sorted(skipped, key=lambda s: s.path), classes=classes)
 
     def describe(self) -> dict[str, object]:
