@@ -116,7 +116,8 @@ def extract(
     ),
     encoders: str = typer.Option(
         "dinov2_vitb14,sam2.1_hiera_b+",
-        help="Comma-separated encoder names in fusion order (see --list-encoders).",
+        help="Comma-separated encoders in fusion order: dinov2_vit{s,b,l,g}14[_reg], sam2.1_hiera_{t,s,b+,l}; "
+        "dinov2_tiny and sam2.1_tiny are random-init test encoders.",
     ),
     vae: str = typer.Option(
         ..., help="Local diffusers AutoencoderKL directory (sd-vae-ft-ema layout), or 'tiny'."
