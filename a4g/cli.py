@@ -8,6 +8,8 @@ from pathlib import Path
 
 import typer
 
+from a4g.console import fail, parse_weights
+from a4g.metrics.command import eval_app, iicr_command
 from a4g.store import FeatureStore, StoreError, human_bytes
 
 os.environ.setdefault("HF_HUB_OFFLINE", "1")  # nothing may download at run time
@@ -20,13 +22,6 @@ app = typer.Typer(
     add_completion=False,
 )
 store_app = typer.Typer(help="Inspect and check feature stores.", no_args_is_help=True)
-app.add_typer(store_app, name="store")
-
-
-def fail(message: str, code: int = 2) -> None:
-    """Print an error for a person (no traceback) and exit non-zero."""
-    typer.secho(f"error: {message}", fg=typer.colors.RED, err=True)
-    raise typer.Exit(code)
 
 
 def _open_store(path: Path) -> FeatureStore:
@@ -92,18 +87,6 @@ def store_verify(
     typer.echo(
         f"OK  {store}: {fs.num_shards} shards, {fs.num_frames} frames, fingerprint {fs.schema.fingerprint}"
     )
-
-
-def _parse_weights(items: list[str]) -> dict[str, str]:
-    out = {}
-    for item in items:
-        name, sep, path = item.partition("=")
-        if not sep or not name or not path:
-            fail(
-                f"--weights expects NAME=PATH (e.g. dinov2_vitb14=/ckpt/dinov2_vitb14.safetensors), got {item!r}"
-            )
-        out[name] = path
-    return out
 
 
 @app.command("extract")
@@ -198,7 +181,7 @@ def extract(
         compile=compile,
         sam_res=sam_res,
         sam_output=sam_output,
-        weights=_parse_weights(weights),
+        weights=parse_weights(weights),
         weights_dir=weights_dir,
         dry_run=dry_run,
         progress=progress,
@@ -208,6 +191,12 @@ def extract(
     except (StoreError, MissingWeightsError, FileNotFoundError, ValueError, KeyError) as err:
         fail(str(err).strip("'\""))
     typer.echo(summarize(result))
+
+
+# Order of `a4g --help`: the pipeline first, then the tools.
+app.add_typer(eval_app, name="eval")
+app.command("iicr")(iicr_command)
+app.add_typer(store_app, name="store")
 
 
 def main() -> None:  # pragma: no cover - console entry

@@ -15,6 +15,7 @@ from __future__ import annotations
 
 import random
 from collections.abc import Callable, Iterator, Sequence
+from concurrent.futures import ThreadPoolExecutor
 from dataclasses import dataclass, field
 from pathlib import Path
 
@@ -69,11 +70,13 @@ def plan_clips(
     seed: int = 0,
     keep: Callable[[str], bool] | None = None,
     progress: bool = False,
+    threads: int = 8,
 ) -> ClipPlan:
     """Up to `num` clips of `num_frames` frames, one per video, videos in a seeded random order.
 
     `keep(video_id)` restricts the candidates (e.g. to videos that have masks). Fewer clips come
-    back when the source runs out; the caller decides whether that is acceptable.
+    back when the source runs out; the caller decides whether that is acceptable. Frame counts are
+    probed by `threads` threads; the result does not depend on it.
     """
     cands, _, _ = source.candidates()
     if keep is not None:
@@ -82,21 +85,32 @@ def plan_clips(
     rng = random.Random(seed)
     rng.shuffle(order)
     plan = ClipPlan(clips=[], candidates=len(order))
-    bar = tqdm(total=num, desc=f"pick clips ({source.name})", unit="clip", disable=not progress)
-    for video_id, path, _ in order:
-        if len(plan.clips) >= num:
-            break
+
+    def probe(path: str) -> int | str:
         try:
-            length = source.count_frames(path)
+            return source.count_frames(path)
         except UnreadableVideo as err:
-            plan.unreadable.append(f"{path}: {err}")
-            continue
-        if length < num_frames:
-            plan.too_short += 1
-            continue
-        plan.clips.append(ClipRef(video_id, path, rng.randrange(length - num_frames + 1), num_frames))
-        bar.update()
-    bar.close()
+            return str(err)
+
+    bar = tqdm(total=num, desc=f"pick clips ({source.name})", unit="clip", disable=not progress)
+    # Probe ahead in threads (decoders release the GIL, as in VideoSource.scan) but consume in order,
+    # so the plan is the same for any thread count; probes not needed are cancelled.
+    pool = ThreadPoolExecutor(max_workers=max(1, threads))
+    try:
+        lengths = pool.map(probe, [c[1] for c in order])
+        for (video_id, path, _), length in zip(order, lengths, strict=True):
+            if isinstance(length, str):
+                plan.unreadable.append(f"{path}: {length}")
+            elif length < num_frames:
+                plan.too_short += 1
+            else:
+                plan.clips.append(ClipRef(video_id, path, rng.randrange(length - num_frames + 1), num_frames))
+                bar.update()
+                if len(plan.clips) >= num:
+                    break
+    finally:
+        pool.shutdown(wait=True, cancel_futures=True)
+        bar.close()
     return plan
 
 
