@@ -11,6 +11,7 @@ import typer
 from a4g.console import fail, parse_weights
 from a4g.metrics.command import eval_app, iicr_command
 from a4g.store import FeatureStore, StoreError, human_bytes
+from a4g.train.command import sample_command, train_command
 
 os.environ.setdefault("HF_HUB_OFFLINE", "1")  # nothing may download at run time
 
@@ -194,6 +195,8 @@ def extract(
 
 
 # Order of `a4g --help`: the pipeline first, then the tools.
+app.command("train")(train_command)
+app.command("sample")(sample_command)
 app.add_typer(eval_app, name="eval")
 app.command("iicr")(iicr_command)
 app.add_typer(store_app, name="store")

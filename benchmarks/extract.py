@@ -117,6 +117,9 @@ def main() -> None:
     ap.add_argument("--num-workers", type=int, default=4)
     ap.add_argument("--compile", action="store_true")
     ap.add_argument("--json", type=Path, default=None)
+    ap.add_argument(
+        "--keep-store", type=Path, default=None, help="write the store here and keep it (else a temp dir)"
+    )
     args = ap.parse_args()
 
     with tempfile.TemporaryDirectory() as tmp:

@@ -48,10 +48,11 @@ def list_models() -> list[str]:
 
 
 def get_arch(name: str) -> Arch:
-    """Look up a registered size, naming the valid choices when ``name`` is unknown."""
-    if name not in _ARCHS:
+    """Look up a registered size (``XL`` is short for ``VDiT-XL``), naming the choices when unknown."""
+    arch = _ARCHS.get(name) or _ARCHS.get(f"VDiT-{name}")
+    if arch is None:
         raise ValueError(f"unknown model {name!r}; choose one of {list_models()}")
-    return _ARCHS[name]
+    return arch
 
 
 def default_align_depth(name: str) -> int:

@@ -1,0 +1,274 @@
+"""Random training clips from a feature store: fresh VAE posterior samples plus aligned encoder targets.
+
+Sampling follows Latte: pick a video uniformly, then a uniform start, then ``frames`` frames
+``stride`` source frames apart. The store keeps one source frame in ``every``, so the stride must be
+a multiple of ``every`` and the clip steps ``stride // every`` store rows.
+
+Short videos: a video with fewer rows than a clip spans, ``(frames - 1) * step + 1``, is **skipped**
+(reported, never padded: repeating frames would teach the model frozen motion that is not in the
+data). If no video is long enough the plan is refused with the longest length and what to change.
+
+Every batch is a pure function of ``(seed, rank, batch number)``: workers take batch numbers
+round-robin (the order the DataLoader returns them), so the stream is the same for any worker count
+and a resumed run continues it exactly by starting at the batch it stopped at.
+"""
+
+from __future__ import annotations
+
+import itertools
+from collections.abc import Iterator, Sequence
+from dataclasses import dataclass
+
+import numpy as np
+import torch
+from torch.utils.data import DataLoader, IterableDataset, get_worker_info
+
+from a4g.store import FeatureStore, read_frames
+from a4g.train.shard_reader import ShardedRows, open_rows
+
+Batch = dict[str, torch.Tensor]
+
+
+class DataError(ValueError):
+    """The store cannot give the clips this run asks for; the message says what to change."""
+
+
+@dataclass(frozen=True)
+class ClipPlan:
+    """Which clips can be drawn, computed once from a store; plain data (pickled to workers).
+
+    ``starts[bounds[v]:bounds[v + 1]]`` are the valid first rows of the v-th usable video.
+    """
+
+    store_path: str
+    frames: int
+    step: int
+    videos: np.ndarray
+    labels: np.ndarray
+    starts: np.ndarray
+    bounds: np.ndarray
+    channel_cols: tuple[tuple[int, int], ...]
+    """Inner-chunk column ranges of the targets to read (one per aligned encoder, store order)."""
+    channel_width: int
+    target_channels: int
+    scaling_factor: float
+    latent_channels: int
+    latent_size: tuple[int, int]
+    hflip: bool
+    skipped_short: int
+    skipped_incomplete: int
+
+    @property
+    def span(self) -> int:
+        """Store rows from the first to the last frame of a clip, inclusive."""
+        return (self.frames - 1) * self.step + 1
+
+
+def plan_clips(
+    store: FeatureStore,
+    *,
+    frames: int,
+    stride: int,
+    align_encoders: Sequence[str] | None = None,
+    hflip: bool = False,
+    allow_incomplete: bool = False,
+) -> ClipPlan:
+    """Check the request against the store and list every valid clip start; raises :class:`DataError`."""
+    schema = store.schema
+    every = schema.preprocess.every
+    if frames < 1:
+        raise DataError(f"--frames must be >= 1, got {frames}")
+    if stride < 1 or stride % every:
+        raise DataError(
+            f"--stride {stride} is not a multiple of the store's preprocess.every={every} (the store keeps "
+            f"one source frame in {every}); use --stride {every}, {2 * every}, {3 * every}, ..."
+        )
+    if hflip and not schema.flip:
+        raise DataError(
+            f"--hflip needs flip twins, but {store.path} has none (field flip=False); "
+            "re-extract with `a4g extract --hflip`, or train without --hflip"
+        )
+    names = list(schema.encoder_names)
+    wanted = names if align_encoders is None else list(align_encoders)
+    unknown = [n for n in wanted if n not in names]
+    if unknown or not wanted:
+        raise DataError(f"--align-encoders {wanted}: field encoders of the store is {names}; pick from those")
+    step = stride // every
+    span = (frames - 1) * step + 1
+
+    done = store.done_mask()
+    if not done.all() and not allow_incomplete:
+        raise DataError(
+            f"{store.path} is incomplete ({int(done.sum())}/{done.size} shards done); finish it by "
+            "rerunning `a4g extract`, or pass --allow-incomplete to train on the done shards"
+        )
+    shard_frames = schema.layout.shard_frames
+    row_done = np.repeat(done, shard_frames)[: store.num_frames]
+    cum = np.concatenate([[0], np.cumsum(row_done)])
+
+    index = store.index
+    videos, starts, bounds = [], [], [0]
+    short = incomplete = 0
+    for v, (offset, length) in enumerate(zip(index.offsets.tolist(), index.lengths.tolist(), strict=True)):
+        if length < span:
+            short += 1
+            continue
+        first = np.arange(offset, offset + length - span + 1)
+        ok = first[(cum[first + span] - cum[first]) == span]
+        if ok.size == 0:
+            incomplete += 1
+            continue
+        videos.append(v)
+        starts.append(ok)
+        bounds.append(bounds[-1] + ok.size)
+    if not videos:
+        longest = int(index.lengths.max()) if len(index) else 0
+        raise DataError(
+            f"no video of {store.path} holds a whole clip of --frames {frames} at --stride {stride} "
+            f"({span} store rows; longest video has {longest}, {incomplete} more lie in unfinished shards); "
+            "use fewer --frames or a smaller --stride"
+        )
+
+    slices = schema.fusion.slices
+    width = schema.layout.target_channel_chunk
+    cols = tuple((slices[n][0] // width, slices[n][1] // width) for n in names if n in wanted)
+    return ClipPlan(
+        store_path=str(store.path),
+        frames=frames,
+        step=step,
+        videos=np.asarray(videos, np.int64),
+        labels=index.labels.astype(np.int64),
+        starts=np.concatenate(starts).astype(np.int64),
+        bounds=np.asarray(bounds, np.int64),
+        channel_cols=cols,
+        channel_width=width,
+        target_channels=sum(b - a for a, b in cols) * width,
+        scaling_factor=float(schema.vae.scaling_factor),
+        latent_channels=schema.vae.latent_channels,
+        latent_size=tuple(schema.latent_size),
+        hflip=hflip,
+        skipped_short=short,
+        skipped_incomplete=incomplete,
+    )
+
+
+def describe(plan: ClipPlan) -> str:
+    """One line for the training log."""
+    text = (
+        f"{len(plan.videos)} videos, {plan.starts.size} clip starts, {plan.frames} frames every "
+        f"{plan.step} store rows, {plan.target_channels} target channels"
+    )
+    if plan.skipped_short:
+        text += f"; skipped {plan.skipped_short} videos shorter than {plan.span} rows"
+    if plan.skipped_incomplete:
+        text += f"; skipped {plan.skipped_incomplete} videos without a clip in done shards"
+    return text
+
+
+class ClipReader:
+    """Reads clips of one plan; opens the store on first use, in whichever process uses it."""
+
+    def __init__(self, plan: ClipPlan) -> None:
+        self.plan = plan
+        self._arrays: dict[str, ShardedRows | None] = {}
+        self._store: FeatureStore | None = None
+
+    def _rows(self, name: str, rows: np.ndarray, cols: tuple[int, int] | None) -> np.ndarray:
+        if name not in self._arrays:
+            self._arrays[name] = open_rows(self.plan.store_path, name)
+        fast = self._arrays[name]
+        if fast is not None:
+            return fast.read(rows, cols)
+        if self._store is None:  # another layout or a remote store: read through zarr
+            self._store = FeatureStore.open(self.plan.store_path)
+        array = self._store.array(name)
+        order = np.argsort(rows, kind="stable")
+        if cols is None:
+            data = read_frames(array, rows[order])
+        else:
+            w = self.plan.channel_width
+            data = array.get_orthogonal_selection((rows[order], slice(None), slice(cols[0] * w, cols[1] * w)))
+        out = np.empty_like(data)
+        out[order] = data
+        return out
+
+    def targets(self, name: str, rows: np.ndarray) -> np.ndarray:
+        """Targets of the aligned encoders only, concatenated in store order."""
+        cols = self.plan.channel_cols
+        if len(cols) == 1 or all(a[1] == b[0] for a, b in itertools.pairwise(cols)):
+            return self._rows(name, rows, (cols[0][0], cols[-1][1]))
+        return np.concatenate([self._rows(name, rows, c) for c in cols], axis=-1)
+
+    def batch(self, rng: np.random.Generator, batch_size: int) -> Batch:
+        """Draw ``batch_size`` clips: video uniform, start uniform, fresh posterior sample, optional flip."""
+        p = self.plan
+        pick = rng.integers(len(p.videos), size=batch_size)
+        lo, hi = p.bounds[pick], p.bounds[pick + 1]
+        first = p.starts[rng.integers(lo, hi)]
+        rows = (first[:, None] + p.step * np.arange(p.frames)[None, :]).reshape(-1)
+        flip = rng.random(batch_size) < 0.5 if p.hflip else np.zeros(batch_size, bool)
+        flip_rows = np.repeat(flip, p.frames)
+
+        moments = np.empty((rows.size, 2 * p.latent_channels, *p.latent_size), np.float32)
+        targets = None
+        for suffix, sel in (("", ~flip_rows), ("_flip", flip_rows)):
+            if not sel.any():
+                continue
+            moments[sel] = self._rows("latents" + suffix, rows[sel], None)
+            t = self.targets("targets" + suffix, rows[sel])
+            if targets is None:
+                targets = np.empty((rows.size, *t.shape[1:]), t.dtype)
+            targets[sel] = t
+        mean, logvar = np.split(moments, 2, axis=1)
+        std = np.exp(0.5 * np.clip(logvar, -30.0, 20.0))  # diffusers' DiagonalGaussianDistribution
+        z = (mean + std * rng.standard_normal(mean.shape, dtype=np.float32)) * p.scaling_factor
+        b, f = batch_size, p.frames
+        return {
+            "latents": torch.from_numpy(z.reshape(b, f, *z.shape[1:])),
+            "targets": torch.from_numpy(targets.reshape(b, f, *targets.shape[1:])),
+            "labels": torch.from_numpy(p.labels[p.videos[pick]]),
+            "video": torch.from_numpy(p.videos[pick]),
+            "start": torch.from_numpy(first),
+            "flip": torch.from_numpy(flip),
+        }
+
+
+class ClipStream(IterableDataset):
+    """Endless batches for one rank; batch ``n`` is drawn from ``default_rng([seed, rank, n])``."""
+
+    def __init__(self, plan: ClipPlan, batch_size: int, seed: int, rank: int, first_batch: int = 0) -> None:
+        super().__init__()
+        self.plan = plan
+        self.batch_size = batch_size
+        self.seed = seed
+        self.rank = rank
+        self.first_batch = first_batch
+
+    def __iter__(self) -> Iterator[Batch]:
+        info = get_worker_info()
+        worker, workers = (info.id, info.num_workers) if info else (0, 1)
+        reader = ClipReader(self.plan)  # opened here, inside the worker: no handles cross a fork
+        for n in itertools.count(self.first_batch + worker, workers):
+            yield reader.batch(np.random.default_rng([self.seed, self.rank, n]), self.batch_size)
+
+
+def _worker_init(_: int) -> None:
+    torch.set_num_threads(1)  # workers decode and copy; BLAS threads would only contend
+
+
+def clip_loader(
+    plan: ClipPlan,
+    *,
+    batch_size: int,
+    seed: int,
+    rank: int,
+    num_workers: int,
+    first_batch: int = 0,
+    pin_memory: bool = False,
+) -> DataLoader:
+    """An endless loader of this rank's batches (ranks differ by seed; every rank steps the same count)."""
+    stream = ClipStream(plan, batch_size, seed, rank, first_batch)
+    extra = (
+        dict(prefetch_factor=4, persistent_workers=True, worker_init_fn=_worker_init) if num_workers else {}
+    )
+    return DataLoader(stream, batch_size=None, num_workers=num_workers, pin_memory=pin_memory, **extra)
