@@ -128,7 +128,7 @@ def main() -> None:
         data = args.data or synthetic_clips(tmp / "clips", args.videos, args.frames)
         cfg = ExtractConfig(
             dataset=str(data),
-            out=tmp / "store",
+            out=args.keep_store or tmp / "store",
             encoders=args.encoders.split(","),
             vae=vae,
             size=args.size,
