@@ -28,9 +28,14 @@ $(VENV)/.a4g-installed: pyproject.toml requirements/sam2.txt
 demo: setup
 	rm -rf $(DEMO_OUT)
 	$(BIN)/a4g extract --dataset demo --out $(DEMO_OUT)/store --random-init \
-		--encoders dinov2_vits14,sam2.1_hiera_t --sam-res 256 --vae tiny --size 128 --shard-frames 32
+		--encoders dinov2_vits14,sam2.1_hiera_t --sam-res 128 --vae tiny --size 128 --every 2 --shard-frames 32
 	$(BIN)/a4g store verify $(DEMO_OUT)/store
 	$(BIN)/a4g store info $(DEMO_OUT)/store
+	$(BIN)/a4g train --features $(DEMO_OUT)/store --out $(DEMO_OUT)/run --model VDiT-tiny --frames 8 --stride 2 \
+		--batch-size 4 --steps 300 --projector-dim 256 --num-workers 1 --log-every 50 --checkpoint-every 100 \
+		--sample-every 300 --sample-num 4 --vae tiny
+	$(BIN)/a4g sample --run $(DEMO_OUT)/run --out $(DEMO_OUT)/samples --vae tiny --num 8 --steps 50 --seed 0
+	@echo "demo done: store $(DEMO_OUT)/store, run $(DEMO_OUT)/run (tensorboard --logdir $(DEMO_OUT)/run/logs), videos $(DEMO_OUT)/samples"
 
 test: setup
 	$(BIN)/python -m pytest -q

@@ -35,7 +35,7 @@ from a4g.train.checkpoint import list_checkpoints, load_checkpoint, read_step, s
 from a4g.train.data import ClipPlan, clip_loader, describe, plan_clips
 from a4g.train.diffusion import Objective, create_objective
 from a4g.train.ema import EMA
-from a4g.train.model import VDiT, create_model, default_align_depth, get_arch, list_models
+from a4g.train.model import VDiT, create_model, default_align_depth, get_arch, resolve_model_name
 from a4g.train.sample import RUN_FILE, SampleRequest, generate, load_vae, read_run, write_videos
 
 # Settings a resumed run may change; every other one must equal the run's first launch.
@@ -207,8 +207,10 @@ def _run_info(
 
 
 def _check_config(cfg: TrainConfig) -> None:
-    if cfg.model not in list_models():
-        raise TrainError(f"--model {cfg.model!r} is unknown; choose one of {list_models()}")
+    try:
+        cfg.model = resolve_model_name(cfg.model)  # run.json records the full name
+    except ValueError as err:
+        raise TrainError(f"--model: {err}") from None
     if cfg.objective not in OBJECTIVES:
         raise TrainError(f"--objective {cfg.objective!r} is unknown; choose one of {list(OBJECTIVES)}")
     for name in ("batch_size", "grad_accum", "steps", "checkpoint_every", "log_every"):

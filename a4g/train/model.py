@@ -47,12 +47,17 @@ def list_models() -> list[str]:
     return list(_ARCHS)
 
 
+def resolve_model_name(name: str) -> str:
+    """The registered name for `name` (``XL`` is short for ``VDiT-XL``), naming the choices when unknown."""
+    for candidate in (name, f"VDiT-{name}"):
+        if candidate in _ARCHS:
+            return candidate
+    raise ValueError(f"unknown model {name!r}; choose one of {list_models()}")
+
+
 def get_arch(name: str) -> Arch:
-    """Look up a registered size (``XL`` is short for ``VDiT-XL``), naming the choices when unknown."""
-    arch = _ARCHS.get(name) or _ARCHS.get(f"VDiT-{name}")
-    if arch is None:
-        raise ValueError(f"unknown model {name!r}; choose one of {list_models()}")
-    return arch
+    """Look up a registered size by name or short name."""
+    return _ARCHS[resolve_model_name(name)]
 
 
 def default_align_depth(name: str) -> int:
