@@ -30,32 +30,8 @@ os.environ.setdefault("HF_HUB_OFFLINE", "1")
 
 import torch
 
+from a4g.encoders.vae import sd_vae_config, write_vae_config
 from a4g.extract.run import ExtractConfig, FeatureExtractor, run_extraction
-
-SD_VAE_CONFIG = {
-    "_class_name": "AutoencoderKL",
-    "in_channels": 3,
-    "out_channels": 3,
-    "down_block_types": ["DownEncoderBlock2D"] * 4,
-    "up_block_types": ["UpDecoderBlock2D"] * 4,
-    "block_out_channels": [128, 256, 512, 512],
-    "layers_per_block": 2,
-    "act_fn": "silu",
-    "latent_channels": 4,
-    "norm_num_groups": 32,
-    "sample_size": 256,
-    "scaling_factor": 0.18215,
-}
-
-
-def sd_vae_dir(root: Path) -> Path:
-    """A diffusers directory with the SD-VAE architecture and random weights (no download)."""
-    from diffusers import AutoencoderKL
-
-    out = root / "sd-vae-random"
-    torch.manual_seed(0)
-    AutoencoderKL.from_config(SD_VAE_CONFIG).save_pretrained(out)
-    return out
 
 
 def synthetic_clips(root: Path, videos: int, frames: int) -> Path:
@@ -124,7 +100,7 @@ def main() -> None:
 
     with tempfile.TemporaryDirectory() as tmp:
         tmp = Path(tmp)
-        vae = str(sd_vae_dir(tmp)) if args.vae == "sd" else args.vae
+        vae = str(write_vae_config(tmp / "sd-vae-ft-ema", sd_vae_config())) if args.vae == "sd" else args.vae
         data = args.data or synthetic_clips(tmp / "clips", args.videos, args.frames)
         cfg = ExtractConfig(
             dataset=str(data),

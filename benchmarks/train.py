@@ -36,6 +36,7 @@ import torch
 
 from a4g.encoders import create_encoder, create_vae
 from a4g.encoders.fusion import fuse, with_token_grid
+from a4g.encoders.vae import sd_vae_config, write_vae_config
 from a4g.store import FeatureStore
 from a4g.train.align import Projector
 from a4g.train.data import ClipReader, DataError, plan_clips
@@ -78,28 +79,6 @@ def autocast(device: torch.device):
     if device.type == "cuda":
         return torch.autocast("cuda", dtype=torch.bfloat16)
     return contextlib.nullcontext()
-
-
-def sd_vae_dir(root: Path) -> str:
-    """A diffusers directory with the sd-vae-ft-ema architecture (config only; weights drawn at random)."""
-    config = {
-        "_class_name": "AutoencoderKL",
-        "in_channels": 3,
-        "out_channels": 3,
-        "down_block_types": ["DownEncoderBlock2D"] * 4,
-        "up_block_types": ["UpDecoderBlock2D"] * 4,
-        "block_out_channels": [128, 256, 512, 512],
-        "layers_per_block": 2,
-        "act_fn": "silu",
-        "latent_channels": 4,
-        "norm_num_groups": 32,
-        "sample_size": 256,
-        "scaling_factor": 0.18215,
-    }
-    path = root / "sd-vae-ft-ema"
-    path.mkdir()
-    (path / "config.json").write_text(json.dumps(config))
-    return str(path)
 
 
 class OnlineTargets:
@@ -210,7 +189,11 @@ def main() -> None:
     args = parse()
     device = torch.device(args.device)
     with tempfile.TemporaryDirectory() as tmp:
-        vae_dir = "tiny" if args.vae == "tiny" else sd_vae_dir(Path(tmp))
+        vae_dir = (
+            "tiny"
+            if args.vae == "tiny"
+            else str(write_vae_config(Path(tmp) / "sd-vae-ft-ema", sd_vae_config()))
+        )
         online = OnlineTargets(args.encoders.split(","), vae_dir, args.size, args.sam_res, device)
     results = {mode: time_mode(args, device, mode, online) for mode in ("plain", "cached", "online")}
     results["ratios"] = {

@@ -12,10 +12,10 @@ from conftest import make_index, make_schema, shard_data
 from typer.testing import CliRunner
 
 from a4g.cli import app
+from a4g.shards import ShardReadError, open_rows
 from a4g.store import FeatureStore
 from a4g.store_schema import PreprocessSpec
 from a4g.train.data import ClipReader, DataError, clip_loader, plan_clips
-from a4g.train.shard_reader import ShardReadError, open_rows
 
 EXTRACT = [
     *("--dataset", "synthetic", "--encoders", "dinov2_tiny,sam2.1_tiny", "--vae", "tiny", "--random-init"),

@@ -10,6 +10,7 @@ float32 for them.
 
 from __future__ import annotations
 
+import json
 from pathlib import Path
 
 import torch
@@ -41,6 +42,21 @@ def tiny_vae_config() -> dict:
         sample_size=256,
         scaling_factor=0.18215,
     )
+
+
+def sd_vae_config() -> dict:
+    """The sd-vae-ft-ema architecture: with `random_init` it measures real-size speed without weights."""
+    return dict(
+        tiny_vae_config(), block_out_channels=(128, 256, 512, 512), layers_per_block=2, norm_num_groups=32
+    )
+
+
+def write_vae_config(path: str | Path, config: dict) -> Path:
+    """A diffusers directory holding only `config.json`: loadable by `create_vae(path, random_init=True)`."""
+    path = Path(path)
+    path.mkdir(parents=True, exist_ok=True)
+    (path / "config.json").write_text(json.dumps({"_class_name": "AutoencoderKL", **config}))
+    return path
 
 
 class FrozenVAE(nn.Module):

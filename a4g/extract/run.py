@@ -10,6 +10,7 @@ from __future__ import annotations
 
 import contextlib
 import math
+import os
 import time
 from collections.abc import Iterator
 from concurrent.futures import Future, ThreadPoolExecutor
@@ -177,6 +178,7 @@ def _worker_init(_: int) -> None:
 
 
 def iterate_shards(dataset: ShardFrames, num_workers: int, pin: bool) -> Iterator[tuple[int, torch.Tensor]]:
+    num_workers = min(num_workers, len(dataset), os.cpu_count() or 1)  # more than cores or shards only costs
     if num_workers == 0:
         yield from (dataset[k] for k in range(len(dataset)))
         return

@@ -23,8 +23,8 @@ import numpy as np
 import torch
 from torch.utils.data import DataLoader, IterableDataset, get_worker_info
 
+from a4g.shards import ShardedRows, open_rows
 from a4g.store import FeatureStore, read_frames
-from a4g.train.shard_reader import ShardedRows, open_rows
 
 Batch = dict[str, torch.Tensor]
 

@@ -1,12 +1,15 @@
-"""Fast row reads straight from the store's Zarr v3 shard files, for the training loader.
+"""Direct reads and writes of the store's Zarr v3 shard files (the layout `a4g.store` creates).
 
-Why: zarr-python reads a partial shard through its async pipeline at roughly 1 ms per inner chunk.
-A 16-frame clip of fused targets is 16 × (channel chunks) inner chunks, so a loader worker going
-through zarr delivers only ~250 frames/s. The writer (`a4g.store`) fixes a simple layout — one frame
-per inner chunk, ``bytes`` + ``zstd`` inner codecs, the shard index with ``crc32c`` at the end of each
-shard file — so one inner chunk is a ``pread`` at the offset the index gives plus one zstd decode,
-more than ten times faster. :func:`open_rows` checks the array's metadata against exactly that
-layout and returns None otherwise, so callers fall back to zarr for anything else.
+Why: zarr-python moves every inner chunk through its async pipeline at roughly 1 ms of Python each.
+A 16-frame clip of fused targets is 16 × (channel chunks) inner chunks, so a loader worker reading
+through zarr delivers only ~250 frames/s; and a 128-frame shard of 1024-channel targets is 512
+inner chunks, so writing it through zarr spends ~0.4 s holding the GIL that the extraction loop
+needs to feed the GPU. The store's layout is simple — one frame per inner chunk, ``bytes`` +
+``zstd`` inner codecs, the shard index with ``crc32c`` at the end of each shard file — so a read is
+a ``pread`` at the offset the index gives plus one zstd decode, and a write is one zstd encode per
+chunk, the index, and one atomic file replace. :func:`open_rows` checks the array's metadata against
+exactly that layout and returns None otherwise, so callers fall back to zarr for anything else.
+Files written here are ordinary Zarr shards: zarr reads them (tested).
 """
 
 from __future__ import annotations
@@ -30,7 +33,8 @@ class ShardReadError(RuntimeError):
 
 
 class ShardedRows:
-    """Reads rows (axis 0) of one sharded array; whole rows, or a range of last-axis inner chunks.
+    """Reads and writes rows (axis 0) of one sharded array; reads whole rows or a range of last-axis
+    inner chunks, writes whole shards.
 
     Holds no open files between calls (safe to pickle and to use after fork); shard indexes are
     cached, a few hundred bytes to kilobytes each.
@@ -46,7 +50,8 @@ class ShardedRows:
         self.rows_per_shard = self.shard_shape[0]
         self.col_width = self.inner[-1]
         self.num_cols = self.shard_shape[-1] // self.col_width
-        self._zstd = Zstd()
+        zstd_cfg = sharding["codecs"][1].get("configuration", {})
+        self._zstd = Zstd(level=zstd_cfg.get("level", 0), checksum=zstd_cfg.get("checksum", False))
         self._cache: OrderedDict[int, np.ndarray] = OrderedDict()
         self._cache_shards = cache_shards
 
@@ -107,6 +112,37 @@ class ShardedRows:
             finally:
                 os.close(fd)
         return out
+
+    def write_shard(self, shard: int, data: np.ndarray) -> None:
+        """Write all rows of shard `shard` (``data``: [rows in this shard, *shape[1:]]) as one file.
+
+        The file appears atomically (temporary name, then ``os.replace``), so a reader or a killed
+        writer never sees half a shard.
+        """
+        start = shard * self.rows_per_shard
+        rows = min(self.rows_per_shard, self.shape[0] - start)
+        data = np.ascontiguousarray(data, dtype=self.dtype)
+        if rows <= 0 or data.shape != (rows, *self.shape[1:]):
+            raise ValueError(f"shard {shard} of {self.directory.name} needs shape {(rows, *self.shape[1:])}")
+        index = np.full((self.rows_per_shard, self.num_cols, 2), _EMPTY, dtype="<u8")
+        parts, offset = [], 0
+        for r in range(rows):
+            for c in range(self.num_cols):
+                blob = self._zstd.encode(
+                    np.ascontiguousarray(data[r, ..., c * self.col_width : (c + 1) * self.col_width])
+                )
+                index[r, c] = (offset, len(blob))
+                parts.append(blob)
+                offset += len(blob)
+        raw_index = index.tobytes()
+        parts += [raw_index, google_crc32c.value(raw_index).to_bytes(4, "little")]
+        path = self._shard_path(shard)
+        path.parent.mkdir(parents=True, exist_ok=True)
+        tmp = path.with_name(f".{path.name}.{os.getpid()}.partial")
+        with open(tmp, "wb") as f:
+            f.writelines(parts)
+        os.replace(tmp, path)
+        self._cache.pop(shard, None)
 
 
 def open_rows(store_path: str | os.PathLike, name: str) -> ShardedRows | None:
