@@ -166,3 +166,14 @@ def test_fid_self_zero_counts_frames(videos, standins):
     assert abs(res["fid"]) < 1e-2 * float(other.stdout.split()[1])
     few = invoke("fid", *args, "--fake", str(videos["same"]), "--num", "30")
     assert few.exit_code == 2 and "only 20 frames available, --num asks for 30" in few.output
+
+
+def test_real_start_first_reads_clips_from_frame_zero(videos):
+    from a4g.metrics.clips import plan_clips
+    from a4g.sources import build_source
+
+    source = build_source(str(videos["real"]))
+    first = plan_clips(source, 2, 4, seed=0, random_start=False)
+    drawn = plan_clips(source, 2, 4, seed=0)
+    assert [c.start for c in first.clips] == [0, 0]
+    assert any(c.start > 0 for c in drawn.clips)  # 10-frame videos, 4-frame windows: starts 0..6

@@ -71,12 +71,14 @@ def plan_clips(
     keep: Callable[[str], bool] | None = None,
     progress: bool = False,
     threads: int = 8,
+    random_start: bool = True,
 ) -> ClipPlan:
     """Up to `num` clips of `num_frames` frames, one per video, videos in a seeded random order.
 
     `keep(video_id)` restricts the candidates (e.g. to videos that have masks). Fewer clips come
     back when the source runs out; the caller decides whether that is acceptable. Frame counts are
-    probed by `threads` threads; the result does not depend on it.
+    probed by `threads` threads; the result does not depend on it. `random_start=False` starts every
+    clip at frame 0, the way generated videos are read.
     """
     cands, _, _ = source.candidates()
     if keep is not None:
@@ -104,7 +106,8 @@ def plan_clips(
             elif length < num_frames:
                 plan.too_short += 1
             else:
-                plan.clips.append(ClipRef(video_id, path, rng.randrange(length - num_frames + 1), num_frames))
+                start = rng.randrange(length - num_frames + 1) if random_start else 0
+                plan.clips.append(ClipRef(video_id, path, start, num_frames))
                 bar.update()
                 if len(plan.clips) >= num:
                     break

@@ -105,6 +105,14 @@ AllowFewerOpt = Annotated[
         "The result is then not the named protocol; the real counts are always reported.",
     ),
 ]
+RealStartOpt = Annotated[
+    str,
+    typer.Option(
+        "--real-start",
+        help="Where real clips start: 'random' (seeded; the StyleGAN-V protocol) or 'first' (frame 0, as "
+        "generated clips are read: scoring a folder against itself then gives ~0).",
+    ),
+]
 JsonOpt = Annotated[bool, typer.Option("--json", help="Print one JSON object instead of a line of text.")]
 ProgressOpt = Annotated[bool, typer.Option(help="Show progress bars (on stderr).")]
 
@@ -138,11 +146,15 @@ def _too_few(side: str, have: int, want: int, unit: str, detail: str) -> NoRetur
     )
 
 
-def _real_plan(source, clips_wanted: int, frames: int, seed: int, progress: bool):
+def _real_plan(source, clips_wanted: int, frames: int, seed: int, progress: bool, start: str):
     from a4g.metrics.clips import plan_clips
 
+    if start not in ("random", "first"):
+        fail(f"--real-start must be random or first, got {start!r}")
     try:
-        return plan_clips(source, clips_wanted, frames, seed, progress=progress)
+        return plan_clips(
+            source, clips_wanted, frames, seed, progress=progress, random_start=start == "random"
+        )
     except FileNotFoundError as err:
         fail(str(err))
 
@@ -205,6 +217,7 @@ def fvd_command(
     seed: SeedOpt = 0,
     num_workers: WorkersOpt = 4,
     allow_fewer: AllowFewerOpt = False,
+    real_start: RealStartOpt = "random",
     as_json: JsonOpt = False,
     progress: ProgressOpt = True,
 ) -> None:
@@ -228,7 +241,7 @@ def fvd_command(
     if len(fakes) < num and not allow_fewer:
         _too_few(f"--fake {fake}", len(fakes), num, "videos", f"{len(fakes)} video files")
     source = _open_real(real, data_root, split, fold)
-    plan = _real_plan(source, num, frames, seed, progress)
+    plan = _real_plan(source, num, frames, seed, progress, real_start)
     if len(plan.clips) < num and not allow_fewer:
         _too_few(f"--real {real}", len(plan.clips), num, "clips", plan.describe(frames))
     try:
@@ -296,6 +309,7 @@ def fid_command(
     seed: SeedOpt = 0,
     num_workers: WorkersOpt = 4,
     allow_fewer: AllowFewerOpt = False,
+    real_start: RealStartOpt = "random",
     as_json: JsonOpt = False,
     progress: ProgressOpt = True,
 ) -> None:
@@ -320,7 +334,7 @@ def fid_command(
             f"--fake {fake}", len(fakes) * frames, num, "frames", f"{len(fakes)} videos x {frames} frames"
         )
     source = _open_real(real, data_root, split, fold)
-    plan = _real_plan(source, clips_wanted, frames, seed, progress)
+    plan = _real_plan(source, clips_wanted, frames, seed, progress, real_start)
     if len(plan.clips) * frames < num and not allow_fewer:
         _too_few(f"--real {real}", len(plan.clips) * frames, num, "frames", plan.describe(frames))
     try:
