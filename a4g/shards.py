@@ -138,6 +138,8 @@ class ShardedRows:
         parts += [raw_index, google_crc32c.value(raw_index).to_bytes(4, "little")]
         path = self._shard_path(shard)
         path.parent.mkdir(parents=True, exist_ok=True)
+        for stale in path.parent.glob(f".{path.name}.*.partial"):  # left by a killed writer of this shard
+            stale.unlink(missing_ok=True)
         tmp = path.with_name(f".{path.name}.{os.getpid()}.partial")
         with open(tmp, "wb") as f:
             f.writelines(parts)

@@ -224,6 +224,7 @@ def test_kill_9_then_resume_equals_uninterrupted(tmp_path, clip_folder):
     assert "resuming" in resumed.stdout
     verify = subprocess.run(_cli("store", "verify", str(out)), env=env, capture_output=True, text=True)
     assert verify.returncode == 0, verify.stderr
+    assert not list(out.rglob(".*.partial")), "a killed writer's temporary files must not outlive the resume"
     a, b = FeatureStore.open(out), FeatureStore.open(tmp_path / "ref")
     for name in a.array_names:
         np.testing.assert_array_equal(a.array(name)[:], b.array(name)[:])
