@@ -30,7 +30,6 @@ def _open_store(path: Path) -> FeatureStore:
         return FeatureStore.open(path)
     except StoreError as err:
         fail(str(err))
-        raise  # unreachable, for type checkers
 
 
 @store_app.command("info")

@@ -341,8 +341,7 @@ class FeatureStore:
             "frame_size": s.preprocess.size,
             "every": s.preprocess.every,
             "flip": s.flip,
-            "random_init": any(e.weights_sha256 == "random" for e in s.encoders)
-            or s.vae.weights_sha256 == "random",
+            "random_init": s.random_init,
             "skipped": [{"path": k.path, "reason": k.reason} for k in self.index.skipped],
             "schema": s.to_json_dict(),
         }

@@ -156,6 +156,11 @@ class StoreSchema(_Model):
     def encoder_names(self) -> list[str]:
         return [e.name for e in self.encoders]
 
+    @property
+    def random_init(self) -> bool:
+        """True when any encoder or the VAE ran with random weights (tests and demos only)."""
+        return self.vae.weights_sha256 == "random" or any(e.weights_sha256 == "random" for e in self.encoders)
+
     def bytes_per_frame(self) -> int:
         """Uncompressed bytes one frame costs in the store (flip twins included)."""
         itemsize = 4 if self.layout.dtype == "float32" else 2

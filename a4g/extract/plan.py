@@ -8,7 +8,7 @@ from __future__ import annotations
 
 import math
 import os
-from dataclasses import dataclass, field
+from dataclasses import dataclass
 from datetime import datetime, timezone
 from pathlib import Path
 
@@ -59,7 +59,6 @@ class FramePlan:
     """Which source frames become store frames: frame numbers 0, every, 2*every, ... of each video."""
 
     every: int
-    sources: list[str] = field(default_factory=list)
 
     def stored_length(self, num_frames: int) -> int:
         return math.ceil(num_frames / self.every)

@@ -172,10 +172,6 @@ def check_resume(cfg: TrainConfig, prior: dict) -> None:
         )
 
 
-def _random_init(schema: StoreSchema) -> bool:
-    return schema.vae.weights_sha256 == "random" or any(e.weights_sha256 == "random" for e in schema.encoders)
-
-
 def _run_info(
     cfg: TrainConfig, store: FeatureStore, plan: ClipPlan, kwargs: dict, depth: int, world: int
 ) -> dict:
@@ -187,7 +183,7 @@ def _run_info(
         "store": {
             "path": str(Path(store.path).resolve()),
             "fingerprint": s.fingerprint,
-            "random_init": _random_init(s),
+            "random_init": s.random_init,
             "every": s.preprocess.every,
             "frame_size": s.preprocess.size,
             "classes": list(store.index.classes),
@@ -242,7 +238,7 @@ def train(cfg: TrainConfig, echo=print) -> TrainResult:
 
     store = FeatureStore.open(cfg.store)
     prior, resume_from = _previous_run(cfg, say)
-    if _random_init(store.schema):
+    if store.schema.random_init:
         say(RANDOM_INIT_WARNING.format(store=store.path))
     plan = plan_clips(
         store,
