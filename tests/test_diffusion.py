@@ -1,11 +1,24 @@
-"""Objectives (DDPM ε, flow v) and samplers, checked against models with exact analytic outputs."""
+"""Objectives (DDPM ε, flow v) and samplers, checked against models with exact analytic outputs; the
+learned variance (DiT/Latte learn_sigma) against the published equations in float64."""
 
 import math
 
+import numpy as np
 import pytest
+import scipy.stats
 import torch
+from torch.distributions import Normal
 
-from a4g.train.diffusion import DDPM, FlowMatching, create_objective, guided_denoise_fn, sample
+from a4g.errors import ConfigError
+from a4g.train.diffusion import (
+    DDPM,
+    FlowMatching,
+    create_objective,
+    discretized_gaussian_log_likelihood,
+    guided_denoise_fn,
+    normal_kl,
+    sample,
+)
 from a4g.train.model import create_model
 
 SHAPE = (2, 2, 4, 8, 8)  # [B, F, C, h, w]
@@ -183,3 +196,233 @@ def test_classifier_free_guidance_combines_halves():
     assert calls == [2, 4]  # scale 1: one plain pass; guidance: one doubled batch
     with pytest.raises(ValueError, match="labels"):
         guided_denoise_fn(model, None, 3.0, 5)
+
+
+# ------------------------------------------------- learned variance against the published equations
+# References in float64, straight from Ho et al. 2020 (eqs. 6-7: posterior q(x_{t-1} | x_t, x0)) and
+# Nichol & Dhariwal 2021 (eq. 15: log Σ = v log β_t + (1 - v) log β̃_t with v = (out + 1)/2; eq. 16:
+# L_hybrid = L_simple + L_vlb; L_t = KL(q ‖ p) in bits/dim, L_0 the discretized decoder NLL).
+# Our code runs in float64 too when given float64, so the comparisons are tight: only the order of
+# float64 operations differs (≤ 1e-12 here).
+F64 = torch.float64
+TIGHT = {"rtol": 1e-9, "atol": 1e-10}
+VSHAPE = (6, 2, 3, 4, 4)  # [B, F, C, h, w]
+
+
+def ref_tables(steps: int = 1000) -> dict[str, torch.Tensor]:
+    """Respaced linear-β chain on ``steps`` evenly spread timesteps, float64 (steps=1000: the full one)."""
+    ts = torch.linspace(0, 999, steps, dtype=F64).round().long()
+    ab_full = torch.cumprod(1 - torch.linspace(1e-4, 0.02, 1000, dtype=F64), 0)
+    ab = ab_full[ts]
+    ab_prev = torch.cat([torch.ones(1, dtype=F64), ab[:-1]])
+    beta = 1 - ab / ab_prev
+    post_var = beta * (1 - ab_prev) / (1 - ab)
+    # β̃_0 = 0: step 0 borrows step 1's (a 1-step chain has none; its variance is never used)
+    post_log = torch.log(torch.cat([post_var[1:2] if steps > 1 else post_var[:1], post_var[1:]]))
+    return {"ts": ts, "ab": ab, "ab_prev": ab_prev, "beta": beta, "post_var": post_var, "post_log": post_log}
+
+
+def bc(v: torch.Tensor, t: torch.Tensor) -> torch.Tensor:
+    return v[t].reshape(-1, 1, 1, 1, 1)
+
+
+def ref_p_mean_logvar(tab, t, x_t, eps, v):
+    """Mean and log-variance of p(x_{t-1} | x_t) from (ε, v), per the two papers."""
+    ab, ab_prev, beta = bc(tab["ab"], t), bc(tab["ab_prev"], t), bc(tab["beta"], t)
+    x0 = (x_t - (1 - ab).sqrt() * eps) / ab.sqrt()
+    mean = ab_prev.sqrt() * beta / (1 - ab) * x0 + (1 - beta).sqrt() * (1 - ab_prev) / (1 - ab) * x_t
+    frac = (v + 1) / 2
+    return mean, frac * bc(tab["beta"].log(), t) + (1 - frac) * bc(tab["post_log"], t)
+
+
+def ref_vlb_bits(x0, x_t, t, eps, v):
+    """L_t in bits/dim: torch.distributions' Gaussian KL for t > 0, scipy's normal CDF for t = 0."""
+    tab = ref_tables()
+    ab, ab_prev, beta = bc(tab["ab"], t), bc(tab["ab_prev"], t), bc(tab["beta"], t)
+    q_mean = ab_prev.sqrt() * beta / (1 - ab) * x0 + (1 - beta).sqrt() * (1 - ab_prev) / (1 - ab) * x_t
+    q_std = (0.5 * bc(tab["post_log"], t)).exp().expand_as(x0)
+    p_mean, p_logvar = ref_p_mean_logvar(tab, t, x_t, eps, v)
+    p_std = (0.5 * p_logvar).exp()
+    kl = torch.distributions.kl_divergence(Normal(q_mean, q_std), Normal(p_mean, p_std))
+    nll = -torch.from_numpy(ref_decoder_logp(x0.numpy(), p_mean.numpy(), p_std.numpy()))
+    per_dim = torch.where(bc(t == 0, torch.arange(len(t))), nll, kl)
+    return per_dim.mean(dim=(1, 2, 3, 4)) / math.log(2)
+
+
+def ref_decoder_logp(x, mean, std):
+    """log P(bin of x) for N(mean, std²), bins of width 2/255 in [-1, 1], outer bins open (Ho et al.)."""
+    hi, lo = (x + 1 / 255 - mean) / std, (x - 1 / 255 - mean) / std
+    norm = scipy.stats.norm
+    # P(lo < Z < hi) evaluated where it does not cancel: by the survival function in the upper tail
+    mass = np.where(lo > 0, norm.sf(lo) - norm.sf(hi), norm.cdf(hi) - norm.cdf(lo))
+    mid = np.log(np.maximum(mass, 1e-12))
+    first, last = scipy.stats.norm.logcdf(hi), scipy.stats.norm.logsf(lo)
+    return np.where(
+        x < -0.999,
+        np.maximum(first, np.log(1e-12)),
+        np.where(x > 0.999, np.maximum(last, np.log(1e-12)), mid),
+    )
+
+
+def test_gaussian_kl_matches_torch_distributions():
+    g = torch.Generator().manual_seed(0)
+    m1, m2, lv1, lv2 = (torch.randn(1000, generator=g, dtype=F64) for _ in range(4))
+    expected = torch.distributions.kl_divergence(Normal(m1, (0.5 * lv1).exp()), Normal(m2, (0.5 * lv2).exp()))
+    torch.testing.assert_close(normal_kl(m1, lv1, m2, lv2), expected, **TIGHT)
+
+
+def test_discretized_decoder_matches_scipy_normal_cdf():
+    g = torch.Generator().manual_seed(0)
+    x = torch.cat(
+        [
+            torch.tensor([-1.0, 1.0, -0.9995, 0.9995], dtype=F64),
+            torch.rand(500, generator=g, dtype=F64) * 2 - 1,
+        ]
+    )
+    mean = x + 0.05 * torch.randn(x.shape, generator=g, dtype=F64)
+    log_scale = torch.empty(x.shape, dtype=F64).uniform_(-6, 0, generator=g)  # σ from 0.0025 to 1
+    ours = discretized_gaussian_log_likelihood(x, mean, log_scale)
+    ref = ref_decoder_logp(x.numpy(), mean.numpy(), log_scale.exp().numpy())
+    torch.testing.assert_close(ours, torch.from_numpy(ref), rtol=1e-9, atol=1e-9)
+    assert (ours < 0).all()
+
+
+def test_vlb_bits_match_published_terms():
+    """KL(q ‖ p) for t > 0 and the decoder NLL at t = 0, ε detached by the caller, v in and out of [-1, 1]."""
+    g = torch.Generator().manual_seed(0)
+    x0 = (torch.rand(VSHAPE, generator=g, dtype=F64) * 2 - 1).clamp(-0.99, 0.99)
+    x0[0, 0, 0, 0] = torch.tensor([-1.0, 1.0, -1.0, 1.0], dtype=F64)  # outer bins at t = 0
+    t = torch.tensor([0, 1, 2, 10, 500, 999])
+    ab = ref_tables()["ab"][t].reshape(-1, 1, 1, 1, 1)
+    x_t = ab.sqrt() * x0 + (1 - ab).sqrt() * torch.randn(VSHAPE, generator=g, dtype=F64)
+    eps = torch.randn(VSHAPE, generator=g, dtype=F64)
+    v = torch.randn(VSHAPE, generator=g, dtype=F64) * 1.2  # unconstrained, as DiT
+    ours = DDPM(learn_sigma=True).vlb_bits(x0, x_t, t, eps, v)
+    assert ours.dtype == F64 and ours.shape == (6,)
+    torch.testing.assert_close(ours, ref_vlb_bits(x0, x_t, t, eps, v), **TIGHT)
+
+
+def test_hybrid_loss_is_mse_plus_vlb_with_frozen_mean():
+    """loss = mse + vlb (× T/1000 = 1); the VLB reaches v only, the MSE reaches ε only."""
+    ddpm = DDPM(learn_sigma=True)
+    g = torch.Generator().manual_seed(0)
+    x0 = torch.rand(VSHAPE, generator=g, dtype=F64) * 2 - 1
+    out = torch.randn(VSHAPE[0], 2, 6, 4, 4, generator=g, dtype=F64, requires_grad=True)
+    seen = {}
+
+    def model_fn(x_t, t):
+        seen.update(x_t=x_t, t=t)
+        return out, None
+
+    terms = ddpm.training_loss(model_fn, x0, None, torch.Generator().manual_seed(3))
+    t = seen["t"].long()
+    ab = ref_tables()["ab"][t].reshape(-1, 1, 1, 1, 1)
+    noise = (seen["x_t"] - ab.sqrt() * x0) / (1 - ab).sqrt()
+    eps, v = out.detach()[:, :, :3], out.detach()[:, :, 3:]
+    torch.testing.assert_close(terms["mse"], ((eps - noise) ** 2).mean(dim=(1, 2, 3, 4)), **TIGHT)
+    torch.testing.assert_close(terms["vlb"], ref_vlb_bits(x0, seen["x_t"], t, eps, v), **TIGHT)
+    torch.testing.assert_close(terms["loss"], terms["mse"] + terms["vlb"], **TIGHT)
+    (grad_vlb,) = torch.autograd.grad(terms["vlb"].sum(), out, retain_graph=True)
+    (grad_mse,) = torch.autograd.grad(terms["mse"].sum(), out)
+    assert grad_vlb[:, :, :3].abs().max() == 0 and grad_vlb[:, :, 3:].abs().max() > 0
+    assert grad_mse[:, :, 3:].abs().max() == 0 and grad_mse[:, :, :3].abs().max() > 0
+
+
+def hand_sampler(denoise, noise, steps, seed):
+    """Ancestral sampling with the learned variance, one step at a time from the references above."""
+    tab, g, x = ref_tables(steps), torch.Generator().manual_seed(seed), noise
+    for i in reversed(range(steps)):
+        t = torch.full((x.shape[0],), i)
+        out = denoise(x, tab["ts"][t].to(F64))
+        mean, logvar = ref_p_mean_logvar(tab, t, x, out[:, :, :3], out[:, :, 3:])
+        x = mean if i == 0 else mean + (0.5 * logvar).exp() * torch.randn(x.shape, generator=g, dtype=F64)
+    return x
+
+
+def fake_sigma_model(x, t):
+    """Input-dependent ε and v, v partly outside [-1, 1]; deterministic."""
+    scale = (t.to(F64) / 1000).reshape(-1, 1, 1, 1, 1)  # samplers pass float32 t (integers, exact)
+    return torch.cat([0.3 * x + scale, 1.5 * torch.tanh(x - scale)], dim=2)
+
+
+@pytest.mark.parametrize("steps", [1, 4, 25])
+def test_learned_variance_sampler_matches_hand_steps(steps):
+    noise = torch.randn(VSHAPE, generator=torch.Generator().manual_seed(0), dtype=F64)
+    ours = DDPM(learn_sigma=True).sample_loop(
+        fake_sigma_model, noise, "ddpm", steps, torch.Generator().manual_seed(5)
+    )
+    torch.testing.assert_close(ours, hand_sampler(fake_sigma_model, noise, steps, 5), **TIGHT)
+
+
+def test_learned_variance_at_minus_one_is_the_fixed_small_sampler():
+    """v ≡ -1 selects β̃ exactly (LEARNED_RANGE's lower end = FIXED_SMALL); v ≡ +1 is a different chain."""
+    noise = torch.randn(VSHAPE, generator=torch.Generator().manual_seed(0), dtype=F64)
+
+    def with_v(value):
+        return lambda x, t: torch.cat([0.3 * x, torch.full_like(x, value)], dim=2)
+
+    def run(objective, fn):
+        return objective.sample_loop(fn, noise, "ddpm", 10, torch.Generator().manual_seed(1))
+
+    fixed = run(DDPM(), lambda x, t: 0.3 * x)
+    torch.testing.assert_close(run(DDPM(learn_sigma=True), with_v(-1.0)), fixed, **TIGHT)
+    assert (run(DDPM(learn_sigma=True), with_v(1.0)) - fixed).abs().max() > 1e-3
+
+
+def test_ddim_uses_the_eps_half_only():
+    noise = torch.randn(VSHAPE, generator=torch.Generator().manual_seed(0), dtype=F64)
+    a = DDPM(learn_sigma=True).sample_loop(fake_sigma_model, noise, "ddim", 5, None)
+    b = DDPM().sample_loop(lambda x, t: fake_sigma_model(x, t)[:, :, :3], noise, "ddim", 5, None)
+    torch.testing.assert_close(a, b, rtol=0, atol=0)
+
+
+def test_guidance_applies_to_eps_half_only():
+    """DiT/Latte forward_with_cfg: ε = uncond + s (cond - uncond); v is the conditional half's."""
+
+    def model(x, t, y):
+        lab = y.to(F64).reshape(-1, 1, 1, 1, 1)
+        return torch.cat([x * (lab + 1), x * 0 + lab], dim=2), None
+
+    x, t, y = torch.ones(2, 1, 3, 2, 2, dtype=F64), torch.zeros(2), torch.tensor([0, 1])
+    out = guided_denoise_fn(model, y, 4.0, 5, learn_sigma=True)(x, t)
+    cond = torch.tensor([1.0, 2.0], dtype=F64).reshape(-1, 1, 1, 1, 1)
+    torch.testing.assert_close(out[:, :, :3], 6.0 + 4.0 * (cond - 6.0) * x)
+    torch.testing.assert_close(
+        out[:, :, 3:], torch.tensor([0.0, 1.0], dtype=F64).reshape(-1, 1, 1, 1, 1).expand(2, 1, 3, 2, 2)
+    )
+
+
+def test_learn_sigma_settings_must_agree():
+    model = tiny()
+    with pytest.raises(ValueError, match="learn_sigma"):
+        sample(model, DDPM(learn_sigma=True), SHAPE, steps=2, y=torch.tensor([0, 1]))
+    with pytest.raises(ValueError, match="2x the channels"):
+        DDPM(learn_sigma=True).training_loss(model, torch.randn(SHAPE), {"y": torch.tensor([0, 1])})
+    with pytest.raises(ConfigError, match="--learn-sigma"):
+        create_objective("flow", learn_sigma=True)
+    assert create_objective("ddpm", learn_sigma=True).learn_sigma
+
+
+@pytest.mark.parametrize("sampler", ["ddpm", "ddim"])
+def test_learn_sigma_model_trains_and_samples(sampler):
+    torch.manual_seed(0)
+    model = create_model(
+        "VDiT-tiny", input_size=8, in_channels=4, num_frames=2, num_classes=3, learn_sigma=True
+    )
+    objective = create_objective("ddpm", learn_sigma=True)
+    opt = torch.optim.Adam(model.parameters(), lr=3e-3)
+    x0 = torch.randn(SHAPE, generator=torch.Generator().manual_seed(3)).clamp(-1, 1)
+    kwargs = {"y": torch.tensor([0, 2])}
+
+    def loss() -> torch.Tensor:
+        return objective.training_loss(model, x0, kwargs, torch.Generator().manual_seed(11))["loss"].mean()
+
+    first = loss().item()
+    for _ in range(15):
+        opt.zero_grad()
+        loss().backward()
+        opt.step()
+    assert loss().item() < 0.7 * first
+    g = torch.Generator().manual_seed(0)
+    z = sample(model, objective, SHAPE, sampler, steps=3, y=kwargs["y"], cfg_scale=2.0, generator=g)
+    assert z.shape == SHAPE and torch.isfinite(z).all()

@@ -10,24 +10,15 @@ import pytest
 import timm
 import torch
 import torch.nn.functional as F
+from conftest import min_cosine_fp16, smooth_frames
 
 from a4g.encoders import SAM_OUTPUTS, FrozenEncoder, create_encoder, get_entry, list_encoders
+from a4g.encoders.dinov2 import MAX_INPUT, dino_res_for
 from a4g.encoders.sam2_hiera import _TINY_OVERRIDES
+from a4g.errors import ConfigError
 
 IMAGENET_MEAN = torch.tensor([0.485, 0.456, 0.406]).view(1, 3, 1, 1)
 IMAGENET_STD = torch.tensor([0.229, 0.224, 0.225]).view(1, 3, 1, 1)
-
-
-def _frames(n: int = 2, size: int = 256, seed: int = 0) -> torch.Tensor:
-    """Smooth random uint8 frames [n, 3, size, size] (upsampled noise looks more like images than noise)."""
-    g = torch.Generator().manual_seed(seed)
-    low = torch.rand(n, 3, size // 16, size // 16, generator=g)
-    return (F.interpolate(low, size=(size, size), mode="bilinear") * 255).round().to(torch.uint8)
-
-
-def _min_cosine_fp16(a: torch.Tensor, b: torch.Tensor) -> float:
-    assert a.shape == b.shape, (a.shape, b.shape)
-    return F.cosine_similarity(a.half().float(), b.half().float(), dim=-1).min().item()
 
 
 def test_registry_lists_released_and_tiny_encoders():
@@ -61,7 +52,7 @@ def test_dinov2_matches_timm_forward_features(name, arch, kwargs, prefix):
     enc = create_encoder(name, random_init=True)
     ref = timm.create_model(arch, pretrained=False, img_size=224, num_classes=0, **kwargs).eval()
     ref.load_state_dict(enc.model.state_dict())
-    frames = _frames()
+    frames = smooth_frames()
 
     x = enc.preprocess(frames)
     expected_x = F.interpolate(frames.float() / 255, size=(224, 224), mode="bicubic", antialias=True)
@@ -73,7 +64,7 @@ def test_dinov2_matches_timm_forward_features(name, arch, kwargs, prefix):
     assert full.shape[1] == 256 + prefix
     tokens = enc(frames)
     assert tokens.shape == (2, 256, ref.num_features) and tokens.dtype == torch.float32
-    assert _min_cosine_fp16(tokens, full[:, prefix:]) >= 0.999
+    assert min_cosine_fp16(tokens, full[:, prefix:]) >= 0.999
     assert enc.spec.native_grid == (16, 16) and enc.spec.channels == ref.num_features
     assert enc.spec.output == "final_norm_patch_tokens" and enc.spec.input_size == 224
     assert enc.spec.package == "timm" and enc.spec.package_version == timm.__version__
@@ -92,13 +83,13 @@ def test_sam2_matches_sam2_image_encoder(name, overrides, output, pick):
     enc = create_encoder(name, random_init=True, sam_res=256, sam_output=output)
     ref = build_sam2(get_entry(name).arch, None, device="cpu", hydra_overrides_extra=list(overrides))
     ref.image_encoder.load_state_dict(enc.model.state_dict())
-    frames = _frames()
+    frames = smooth_frames()
     x = enc.preprocess(frames)
     with torch.no_grad():
         expected = pick(ref.image_encoder, x)
     tokens = enc(frames)
     assert tokens.shape == (2, 16 * 16, expected.shape[1])
-    assert _min_cosine_fp16(tokens, expected.flatten(2).transpose(1, 2)) >= 0.999
+    assert min_cosine_fp16(tokens, expected.flatten(2).transpose(1, 2)) >= 0.999
     assert enc.spec.native_grid == (16, 16) and enc.spec.output == output and enc.spec.input_size == 256
 
 
@@ -106,13 +97,13 @@ def test_sam2_preprocess_matches_sam2_transforms():
     from sam2.utils.transforms import SAM2Transforms
 
     enc = create_encoder("sam2.1_tiny", random_init=True, sam_res=256)
-    frames = _frames(size=192)
+    frames = smooth_frames(size=192)
     expected = SAM2Transforms(resolution=256, mask_threshold=0.0).transforms(frames.float() / 255)
     torch.testing.assert_close(enc.preprocess(frames), expected, atol=1e-5, rtol=1e-5)
 
 
 def test_sam2_outputs_geometry_follows_spec():
-    frames = _frames(n=1)
+    frames = smooth_frames(n=1)
     expected = {
         "vision_features": ((16, 16), 32),
         "trunk_stage1": ((64, 64), 16),
@@ -142,13 +133,24 @@ def test_bad_resolutions_and_outputs_are_rejected():
         create_encoder("dinov2_vits14", random_init=True, weights="w.pth")
 
 
+def test_dinov2_inputs_stop_at_the_released_position_grid():
+    assert MAX_INPUT == timm.models.get_pretrained_cfg("vit_small_patch14_dinov2.lvd142m").input_size[-1]
+    assert dino_res_for((16, 16), ["dinov2_vitb14", "sam2.1_hiera_t"]) == 224
+    assert dino_res_for((37, 37), ["dinov2_tiny"]) == MAX_INPUT
+    with pytest.raises(
+        ConfigError, match=r"38x38 token grid, too large for DINOv2 \(532 px input, 518 px max\)"
+    ):
+        dino_res_for((38, 38), ["sam2.1_tiny", "dinov2_tiny_reg"])
+    assert dino_res_for((38, 38), ["sam2.1_tiny", "unknown"]) == 532  # no DINOv2 asked for: no limit
+
+
 def test_encoders_are_frozen_and_seeded():
     enc = create_encoder("dinov2_tiny", random_init=True)
     assert isinstance(enc, FrozenEncoder)
     assert not any(p.requires_grad for p in enc.parameters())
     parent = torch.nn.Sequential(enc).train()
     assert parent.training and not enc.training and not enc.model.training
-    frames = _frames(n=1)
+    frames = smooth_frames(n=1)
     out = enc(frames)
     assert out.grad_fn is None
     again = create_encoder("dinov2_tiny", random_init=True)(frames)

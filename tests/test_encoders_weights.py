@@ -11,18 +11,22 @@ import safetensors.torch
 import timm
 import torch
 import torch.nn.functional as F
+from conftest import min_cosine_fp16, smooth_frames
 
 from a4g.encoders import MissingWeightsError, create_encoder, resolve_weights, sha256_file, weight_file_names
 from a4g.encoders.registry import get_entry
+from a4g.errors import WeightsError
 
 
-def _frames(n: int = 2, size: int = 256) -> torch.Tensor:
-    low = torch.rand(n, 3, size // 16, size // 16, generator=torch.Generator().manual_seed(0))
-    return (F.interpolate(low, size=(size, size), mode="bilinear") * 255).round().to(torch.uint8)
-
-
-def _min_cosine_fp16(a: torch.Tensor, b: torch.Tensor) -> float:
-    return F.cosine_similarity(a.half().float(), b.half().float(), dim=-1).min().item()
+def _assert_loaded_like_source(enc, path, source_tokens) -> None:
+    """The recorded sha256 is the file's, and tokens equal `source_tokens(preprocessed frames)`."""
+    assert enc.spec.weights_sha256 == hashlib.sha256(path.read_bytes()).hexdigest()
+    frames = smooth_frames(n=1)
+    with torch.no_grad():
+        expected = source_tokens(enc.preprocess(frames))
+    tokens = enc(frames)
+    torch.testing.assert_close(tokens, expected, rtol=1e-5, atol=1e-5)  # fp32 kernels may differ by ULPs
+    assert min_cosine_fp16(tokens, expected) >= 0.999
 
 
 @pytest.fixture(autouse=True)
@@ -37,6 +41,7 @@ def empty_hub_cache(tmp_path, monkeypatch):
 def test_missing_weights_error_names_expected_files(tmp_path):
     with pytest.raises(MissingWeightsError) as err:
         create_encoder("dinov2_vitb14_reg", weights_dir=tmp_path)
+    assert isinstance(err.value, WeightsError) and isinstance(err.value, FileNotFoundError)
     msg = str(err.value)
     assert "dinov2_vitb14_reg4_pretrain.pth" in msg and "dinov2_vitb14_reg.safetensors" in msg
     assert "timm/vit_base_patch14_reg4_dinov2.lvd142m" in msg and "--random-init" in msg
@@ -94,13 +99,7 @@ def test_dinov2_vits14_from_local_file_matches_timm(tmp_path):
     safetensors.torch.save_file(source.state_dict(), str(path))
 
     enc = create_encoder("dinov2_vits14", weights_dir=tmp_path)
-    assert enc.spec.weights_sha256 == hashlib.sha256(path.read_bytes()).hexdigest()
-    frames = _frames(n=1)
-    with torch.no_grad():
-        expected = source.forward_features(enc.preprocess(frames))[:, 1:]
-    tokens = enc(frames)
-    torch.testing.assert_close(tokens, expected, rtol=1e-5, atol=1e-5)
-    assert _min_cosine_fp16(tokens, expected) >= 0.999
+    _assert_loaded_like_source(enc, path, lambda x: source.forward_features(x)[:, 1:])
 
 
 def test_sam2_hiera_t_from_local_checkpoint_matches_sam2(tmp_path):
@@ -115,14 +114,10 @@ def test_sam2_hiera_t_from_local_checkpoint_matches_sam2(tmp_path):
     torch.save({"model": source.state_dict()}, path)
 
     enc = create_encoder("sam2.1_hiera_t", weights_dir=tmp_path, sam_res=256)
-    assert enc.spec.weights_sha256 == hashlib.sha256(path.read_bytes()).hexdigest()
     assert enc.spec.native_grid == (16, 16) and enc.spec.channels == 256
-    frames = _frames(n=1)
-    with torch.no_grad():
-        expected = source.image_encoder(enc.preprocess(frames))["vision_features"].flatten(2).transpose(1, 2)
-    tokens = enc(frames)
-    torch.testing.assert_close(tokens, expected, rtol=1e-5, atol=1e-5)
-    assert _min_cosine_fp16(tokens, expected) >= 0.999
+    _assert_loaded_like_source(
+        enc, path, lambda x: source.image_encoder(x)["vision_features"].flatten(2).transpose(1, 2)
+    )
 
 
 def test_meta_dinov2_checkpoint_loads_like_timm_file_loading(tmp_path):
@@ -142,7 +137,7 @@ def test_meta_dinov2_checkpoint_loads_like_timm_file_loading(tmp_path):
 
 def test_bf16_autocast_is_the_callers_choice():
     enc = create_encoder("dinov2_tiny", random_init=True)
-    frames = _frames(n=1)
+    frames = smooth_frames(n=1)
     with torch.autocast("cpu", dtype=torch.bfloat16):
         low = enc(frames)
     full = enc(frames)

@@ -3,21 +3,19 @@
 from __future__ import annotations
 
 import json
+import warnings
 from pathlib import Path
 
 import numpy as np
 import pytest
 import torch
-import typer
 from torch import nn
 from typer.testing import CliRunner
 
-from a4g.metrics.command import eval_app
+from a4g.cli import app
 from a4g.metrics.i3d import I3D, reference_names
 from a4g.sources.synthetic import synthetic_frames, write_video
 
-app = typer.Typer()
-app.add_typer(eval_app, name="eval")
 runner = CliRunner()
 
 
@@ -177,3 +175,12 @@ def test_real_start_first_reads_clips_from_frame_zero(videos):
     drawn = plan_clips(source, 2, 4, seed=0)
     assert [c.start for c in first.clips] == [0, 0]
     assert any(c.start > 0 for c in drawn.clips)  # 10-frame videos, 4-frame windows: starts 0..6
+
+
+def test_torchscript_detectors_load_without_a_warning_per_run(videos, standins):
+    """Issue 10: `a4g eval` printed torch's TorchScript deprecation FutureWarning on every run."""
+    args = ("--real", str(videos["real"]), "--fake", str(videos["same"]), "--num", "20", "--size", "32")
+    with warnings.catch_warnings():
+        warnings.simplefilter("error", FutureWarning)  # a FutureWarning now fails the command
+        res = invoke("fid", *args, "--inception", str(standins["inception"]))
+    assert res.exit_code == 0, res.output

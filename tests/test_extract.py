@@ -17,8 +17,9 @@ from typer.testing import CliRunner
 from a4g.cli import app
 from a4g.encoders import create_encoder, create_vae, square_frames
 from a4g.sources import build_source
-from a4g.sources.synthetic import synthetic_frames, write_video
+from a4g.sources.synthetic import synthetic_frames
 from a4g.store import FeatureStore
+from a4g.video import write_video
 
 runner = CliRunner()
 TINY = [
@@ -180,18 +181,8 @@ def _cli(*args: str) -> list[str]:
 
 @pytest.mark.slow
 def test_kill_9_then_resume_equals_uninterrupted(tmp_path, clip_folder):
-    args = [
-        "extract",
-        "--dataset",
-        str(clip_folder),
-        *TINY,
-        "--shard-frames",
-        "4",
-        "--num-workers",
-        "1",
-        "--batch",
-        "2",
-    ]
+    args = ["extract", "--dataset", str(clip_folder), *TINY, "--shard-frames", "4", "--num-workers", "1"]
+    args += ["--batch", "2"]
     env = dict(os.environ, HF_HUB_OFFLINE="1")
     ref = subprocess.run(
         _cli(*args, "--out", str(tmp_path / "ref"), "--num-workers", "0"),
@@ -233,19 +224,8 @@ def test_kill_9_then_resume_equals_uninterrupted(tmp_path, clip_folder):
 @pytest.mark.slow
 def test_two_ranks_with_torchrun_equal_one_rank(tmp_path, clip_folder):
     """torchrun gives each rank OMP_NUM_THREADS=1, so the 1-rank reference runs with one thread too."""
-    args = [
-        "extract",
-        "--dataset",
-        str(clip_folder),
-        *TINY,
-        "--shard-frames",
-        "16",
-        "--every",
-        "2",
-        "--hflip",
-        "--num-workers",
-        "0",
-    ]
+    args = ["extract", "--dataset", str(clip_folder), *TINY, "--shard-frames", "16", "--every", "2"]
+    args += ["--hflip", "--num-workers", "0"]
     env = dict(os.environ, HF_HUB_OFFLINE="1", OMP_NUM_THREADS="1")
     one = subprocess.run(_cli(*args, "--out", str(tmp_path / "one")), env=env, capture_output=True, text=True)
     assert one.returncode == 0, one.stderr

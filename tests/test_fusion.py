@@ -5,16 +5,17 @@ from __future__ import annotations
 import pytest
 import torch
 
-from a4g.encoders import (
-    create_encoder,
+from a4g.encoders import create_encoder
+from a4g.encoders.fusion import (
     fuse,
+    fuse_tokens,
     fusion_spec,
     resample_tokens,
     resampling_mode,
     target_channel_chunk,
     with_token_grid,
 )
-from a4g.store_schema import EncoderSpec
+from a4g.store.schema import EncoderSpec
 
 
 def _spec(name: str, channels: int, grid: tuple[int, int], resampling: str = "none") -> EncoderSpec:
@@ -89,6 +90,18 @@ def test_fuse_normalises_each_encoder_and_concatenates_in_order():
         torch.testing.assert_close(fused[..., start:stop].norm(dim=-1), torch.ones(2, 256))
     expected_a = tokens[0] / tokens[0].norm(dim=-1, keepdim=True)
     torch.testing.assert_close(fused[..., :32], expected_a)
+
+
+def test_fuse_tokens_is_the_stores_fusion_on_one_grid():
+    """IICR's fused rows call fuse_tokens; it must be exactly what `fuse` stores when grids agree."""
+    g = torch.Generator().manual_seed(1)
+    a, b = torch.randn(2, 16, 32, generator=g, dtype=torch.float64), torch.randn(2, 16, 16, generator=g)
+    specs = [with_token_grid(_spec("a", 32, (4, 4)), (4, 4)), with_token_grid(_spec("b", 16, (4, 4)), (4, 4))]
+    torch.testing.assert_close(fuse_tokens(a, b), fuse([a, b], specs, (4, 4)), rtol=0, atol=0)
+    want = torch.cat([(a / a.norm(dim=-1, keepdim=True)).float(), b / b.norm(dim=-1, keepdim=True)], -1)
+    torch.testing.assert_close(fuse_tokens(a, b), want)
+    zero = fuse_tokens(torch.zeros(1, 4, 8))  # a dead token stays zero instead of becoming NaN
+    assert torch.equal(zero, torch.zeros(1, 4, 8))
 
 
 def test_fuse_rejects_specs_without_the_needed_resampling():

@@ -8,8 +8,9 @@ import numpy as np
 import pytest
 import torch
 
-from a4g.metrics.iicr import iicr_clip, iicr_from_labels, labels_to_tokens, pair_distances, summarize
-from a4g.metrics.iicr_report import format_table, fuse_tokens, plot_iicr, run_iicr
+from a4g.encoders.fusion import fuse_tokens
+from a4g.metrics.iicr import iicr_clip, iicr_from_labels, labels_to_tokens, mean_std, pair_distances
+from a4g.metrics.iicr_report import format_table, plot_iicr, run_iicr
 from a4g.metrics.kmeans import kmeans
 
 T, N, C, K = 6, 48, 32, 4
@@ -126,6 +127,6 @@ def test_run_iicr_report_table_plot(tmp_path):
         run_iicr({"a": feats["ideal"], "b": feats["jitter"][:2]}, ks=[2])
 
 
-def test_summarize_ignores_nan():
-    assert summarize([0.5, 0.7, float("nan")]) == pytest.approx((0.6, 0.1))
-    assert np.isnan(summarize([])[0])
+def test_mean_std_ignores_nan():
+    assert mean_std([0.5, 0.7, float("nan")]) == pytest.approx((0.6, 0.1))
+    assert np.isnan(mean_std([])[0])

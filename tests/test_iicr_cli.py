@@ -8,17 +8,14 @@ from pathlib import Path
 import numpy as np
 import pytest
 import torch
-import typer
 from PIL import Image
 from typer.testing import CliRunner
 
+from a4g.cli import app
 from a4g.metrics.clips import ClipRef, mask_dir, read_masks, square_labels
-from a4g.metrics.command import iicr_command, split_row
+from a4g.metrics.iicr_run import split_row
 from a4g.sources.synthetic import write_video
 
-app = typer.Typer()
-app.command("iicr")(iicr_command)
-app.callback()(lambda: None)  # a group, as in a4g's app (a lone command would become the root)
 runner = CliRunner()
 H, W, T = 48, 64, 6
 TINY = ("--random-init", "--size", "64", "--sam-res", "64", "--frames", "4", "--k", "2,3", "--device", "cpu")

@@ -1,10 +1,20 @@
-"""V-DiT: registry, shapes, adaLN-Zero init, spatial/temporal mixing, hidden tokens, labels."""
+"""V-DiT: registry, shapes, adaLN-Zero init, spatial/temporal mixing, hidden tokens, labels, fixed
+embeddings against the published MAE/DiT/Latte functions, the learned-variance head."""
 
 import pytest
 import torch
+from published_refs import latte_temp_embed, mae_2d
 from torch import nn
 
-from a4g.train.model import VDiTBlock, create_model, default_align_depth, get_arch, list_models
+from a4g.train.model import (
+    VDiTBlock,
+    create_model,
+    default_align_depth,
+    get_arch,
+    list_models,
+    sincos_1d,
+    sincos_2d,
+)
 
 C, H, W = 4, 8, 8  # tiny latents: 4 channels, 8x8 → 4x4 = 16 tokens
 
@@ -79,12 +89,14 @@ def test_spatial_block_does_not_mix_frames_temporal_block_does():
 def test_block_attends_along_one_axis_only(temporal):
     """Perturb (frame 0, token 0): a spatial block changes only frame 0, a temporal one only token 0."""
     torch.manual_seed(0)
-    block = VDiTBlock(16, 2, temporal=temporal)
+    block = VDiTBlock(16, 2, temporal=temporal).double()  # float64: no change hides under rounding
     nn.init.normal_(block.adaLN_modulation[-1].weight, std=0.1)
-    x, c = torch.randn(2, 3, 5, 16), torch.randn(2, 16)
+    x, c = torch.randn(2, 3, 5, 16, dtype=torch.float64), torch.randn(2, 16, dtype=torch.float64)
     x2 = x.clone()
-    x2[:, 0, 0] += 1.0
-    changed = (block(x, c) - block(x2, c)).abs().amax(dim=(0, 3)) > 0  # [F, N]
+    # A random direction, not a constant: LayerNorm removes a constant shift of a token exactly, so
+    # "+= 1.0" would reach no other token at all.
+    x2[:, 0, 0] += torch.randn(16, dtype=torch.float64)
+    changed = (block(x, c) - block(x2, c)).abs().amax(dim=(0, 3)) > 1e-9  # [F, N]
     expected = torch.zeros(3, 5, dtype=torch.bool)
     if temporal:
         expected[:, 0] = True
@@ -136,3 +148,76 @@ def test_gradient_checkpointing_matches():
         grads.append(model.patch_embed.weight.grad.clone())
     assert grads[0].abs().sum() > 0
     torch.testing.assert_close(grads[0], grads[1])
+
+
+# ------------------------------------------------------------------ fixed embeddings vs the published code
+
+
+# Both sides are float64 sin/cos of the same angles; numpy's and torch's libm may differ in the last
+# bits (~1e-16). A transposed channel order differs by O(1).
+SINCOS_TOL = 1e-12
+
+
+@pytest.mark.parametrize(("dim", "gh", "gw"), [(64, 4, 4), (1152, 16, 16), (32, 3, 5)])
+def test_pos_embed_is_mae_dit_channel_order(dim, gh, gw):
+    ours = sincos_2d(dim, gh, gw)
+    assert ours.dtype == torch.float64 and ours.shape == (gh * gw, dim)
+    ref = torch.from_numpy(mae_2d(dim, gh, gw))
+    torch.testing.assert_close(ours, ref, rtol=0, atol=SINCOS_TOL)
+    # the old a4g order (rows in the first half) is a different embedding: this test can fail
+    transposed = torch.cat([ref[:, dim // 2 :], ref[:, : dim // 2]], dim=1)
+    assert (ours - transposed).abs().max() > 0.5
+
+
+def test_temp_embed_is_latte_1d():
+    """Latte's ``get_1d_sincos_temp_embed(dim, length)`` = MAE 1-D embedding of 0..length-1."""
+    ours = sincos_1d(64, torch.arange(16))
+    torch.testing.assert_close(ours, torch.from_numpy(latte_temp_embed(64, 16)), rtol=0, atol=SINCOS_TOL)
+
+
+def test_model_buffers_are_the_float32_published_tables():
+    """DiT/Latte store ``torch.from_numpy(table).float()``; a4g's buffers are the same float32 rounding."""
+    model = tiny(num_frames=6)
+    pos = torch.from_numpy(mae_2d(64, H // 2, W // 2)).float()
+    temp = torch.from_numpy(latte_temp_embed(64, 6)).float()
+    assert model.pos_embed.dtype == torch.float32
+    # one float32 ulp (6e-8 near 1) allows a libm difference to flip a rounding
+    torch.testing.assert_close(model.pos_embed, pos, rtol=0, atol=1.2e-7)
+    torch.testing.assert_close(model.temp_embed[:, 0], temp, rtol=0, atol=1.2e-7)
+
+
+# ------------------------------------------------------------------ learned variance head
+
+
+def test_learn_sigma_doubles_channels_eps_first():
+    """The ε half of a learn_sigma model is exactly the plain model when its ε rows are the plain ones.
+
+    DiT's head lays out ``p*p*2C`` rows channel-fastest per patch pixel, so rows ``[p1, p2, :C]`` are ε.
+    """
+    plain, sigma = tiny(num_classes=0), tiny(num_classes=0, learn_sigma=True)
+    assert (plain.out_channels, sigma.out_channels, sigma.learn_sigma) == (C, 2 * C, True)
+    randomize_modulation(plain)
+    state = {k: v for k, v in plain.state_dict().items() if not k.startswith("final_layer.linear")}
+    sigma.load_state_dict(state, strict=False)
+    p, d = plain.patch_size, plain.embed_dim
+    with torch.no_grad():
+        w = torch.randn(p, p, 2 * C, d)
+        w[:, :, :C] = plain.final_layer.linear.weight.view(p, p, C, d)
+        b = torch.randn(p, p, 2 * C)
+        b[:, :, :C] = plain.final_layer.linear.bias.view(p, p, C)
+        sigma.final_layer.linear.weight.copy_(w.reshape(-1, d))
+        sigma.final_layer.linear.bias.copy_(b.reshape(-1))
+    x, t = torch.randn(2, 3, C, H, W), torch.tensor([10.0, 700.0])
+    out_plain, out_sigma = plain(x, t)[0], sigma(x, t)[0]
+    assert out_sigma.shape == (2, 3, 2 * C, H, W)
+    torch.testing.assert_close(out_sigma[:, :, :C], out_plain, rtol=0, atol=0)  # same ops, same values
+    assert not torch.allclose(out_sigma[:, :, C:], out_plain)
+
+
+def test_model_runs_in_float64():
+    """Float64 end to end (used by the reference comparisons): timestep features follow the weights."""
+    model = tiny().double()
+    out, hidden = model(
+        torch.randn(1, 2, C, H, W, dtype=torch.float64), torch.tensor([3.0]), torch.tensor([1]), 2
+    )
+    assert out.dtype == hidden.dtype == torch.float64

@@ -4,9 +4,10 @@ from pathlib import Path
 import numpy as np
 import pytest
 import zarr
-from conftest import LENGTHS, make_index, make_schema, shard_data
+from conftest import LENGTHS, shard_data
 
 from a4g.store import FeatureStore, StoreError, VideoIndex
+from a4g.store.fake import make_index, make_schema
 
 
 def test_create_preallocates_arrays_and_index(empty_store: FeatureStore):
@@ -42,7 +43,7 @@ def test_write_read_verify(empty_store: FeatureStore, tmp_path: Path):
         start, stop = again.shard_range(i)
         for name in data:
             np.testing.assert_array_equal(got[name], data[name])
-            # shard files are written directly (a4g.shards); zarr itself must read them the same
+            # shard files are written directly (a4g.store.shards); zarr itself must read them the same
             np.testing.assert_array_equal(again.array(name)[start:stop], data[name])
     assert again.info()["shards_done"] == 4
 

@@ -1,4 +1,6 @@
-"""Training clips from a store: the fast shard reader, clip planning and refusals, batch streams."""
+"""Training clips from a store: clip planning and refusals, batch content, seeded streams.
+
+The direct shard reader underneath is tested on its own in test_shards.py."""
 
 import dataclasses
 import pickle
@@ -8,78 +10,24 @@ from pathlib import Path
 import numpy as np
 import pytest
 import torch
-from conftest import make_index, make_schema, shard_data
-from typer.testing import CliRunner
+from conftest import shard_data
 
-from a4g.cli import app
-from a4g.shards import ShardReadError, open_rows
 from a4g.store import FeatureStore
-from a4g.store_schema import PreprocessSpec
+from a4g.store.fake import make_index, make_schema
+from a4g.store.schema import PreprocessSpec
 from a4g.train.data import ClipReader, DataError, clip_loader, plan_clips
 
-EXTRACT = [
-    *("--dataset", "synthetic", "--encoders", "dinov2_tiny,sam2.1_tiny", "--vae", "tiny", "--random-init"),
-    *("--size", "32", "--sam-res", "64", "--num-workers", "0", "--no-progress", "--shard-frames", "16"),
-]
 
-
-def shared_store(tmp_path_factory) -> FeatureStore:
-    """6 synthetic videos of 24 frames (3 classes), flip twins, 9 shards of 16 frames, 2x2 token grid.
-
-    Built once per test session and shared by the training and sampling tests.
-    """
-    out = tmp_path_factory.getbasetemp() / "a4g_train_store"
-    if not out.exists():
-        tmp = tmp_path_factory.mktemp("train_data")
-        args = ["extract", *EXTRACT, "--data-root", str(tmp / "syn"), "--out", str(tmp / "store"), "--hflip"]
-        result = CliRunner().invoke(app, args)
-        assert result.exit_code == 0, result.output
-        (tmp / "store").rename(out)
-    return FeatureStore.open(out)
-
-
-@pytest.fixture(scope="module")
-def store(tmp_path_factory) -> FeatureStore:
-    return shared_store(tmp_path_factory)
-
-
-@pytest.mark.parametrize("name", ["latents", "targets", "latents_flip", "targets_flip"])
-def test_shard_reader_equals_zarr(store, name):
-    rows = np.random.default_rng(0).integers(0, store.num_frames, size=40)  # any order, repeats, shards
-    fast = open_rows(store.path, name)
-    assert fast is not None
-    np.testing.assert_array_equal(fast.read(rows), store.array(name).get_orthogonal_selection((rows,)))
-
-
-def test_shard_reader_reads_channel_columns(store):
-    fast = open_rows(store.path, "targets")
-    width = store.schema.layout.target_channel_chunk
-    rows = np.array([17, 3, 140])
-    got = fast.read(rows, (1, 2))
-    np.testing.assert_array_equal(got, store.array("targets")[:][rows][..., width : 2 * width])
-
-
-def test_shard_reader_detects_damage(store, tmp_path):
-    copy = tmp_path / "store"
-    shutil.copytree(store.path, copy)
-    shard = copy / "targets" / "c" / "1" / "0" / "0"
-    data = bytearray(shard.read_bytes())
-    data[-10] ^= 0xFF  # inside the shard index
-    shard.write_bytes(bytes(data))
-    with pytest.raises(ShardReadError, match="checksum"):
-        open_rows(copy, "targets").read(np.array([16]))
-
-
-def test_plan_skips_short_videos_and_refuses_when_none_fit(store):
-    plan = plan_clips(store, frames=12, stride=2)  # span 23 rows of 24
+def test_plan_skips_short_videos_and_refuses_when_none_fit(train_store):
+    plan = plan_clips(train_store, frames=12, stride=2)  # span 23 rows of 24
     assert len(plan.videos) == 6 and plan.starts.size == 6 * 2 and plan.skipped_short == 0
     with pytest.raises(DataError, match="no video .* holds a whole clip.*longest video has 24"):
-        plan_clips(store, frames=13, stride=2)
+        plan_clips(train_store, frames=13, stride=2)
 
 
-def test_plan_refusals_name_the_field(store, tmp_path):
+def test_plan_refusals_name_the_field(train_store, tmp_path):
     with pytest.raises(DataError, match="--align-encoders.*encoders of the store"):
-        plan_clips(store, frames=4, stride=1, align_encoders=["dinov2_vitb14"])
+        plan_clips(train_store, frames=4, stride=1, align_encoders=["dinov2_vitb14"])
     schema = make_schema({"v0": 8})
     every2 = schema.model_copy(update={"preprocess": PreprocessSpec(size=32, every=2)})
     fs = FeatureStore.create(tmp_path / "s", every2, make_index({"v0": 8}))
@@ -92,9 +40,9 @@ def test_plan_refusals_name_the_field(store, tmp_path):
         plan_clips(fs, frames=2, stride=2, hflip=True)
 
 
-def test_incomplete_store_refused_unless_allowed(store, tmp_path):
+def test_incomplete_store_refused_unless_allowed(train_store, tmp_path):
     copy = tmp_path / "store"
-    shutil.copytree(store.path, copy)
+    shutil.copytree(train_store.path, copy)
     writable = FeatureStore.open(copy, writable=True)
     writable.group["done"][2] = 0  # frames 32..47: the end of video 1 and the start of video 2
     partial = FeatureStore.open(copy)
@@ -109,37 +57,37 @@ def test_incomplete_store_refused_unless_allowed(store, tmp_path):
     assert torch.isfinite(batch["latents"]).all()
 
 
-def test_batch_content_matches_store(store):
-    plan = plan_clips(store, frames=4, stride=3, align_encoders=["sam2.1_tiny"], hflip=True)
+def test_batch_content_matches_store(train_store):
+    plan = plan_clips(train_store, frames=4, stride=3, align_encoders=["sam2.1_tiny"], hflip=True)
     batch = ClipReader(plan).batch(np.random.default_rng(1), 8)
     assert batch["latents"].shape == (8, 4, 4, 4, 4) and batch["targets"].shape == (8, 4, 4, 32)
     assert 0 < batch["flip"].sum() < 8
-    sam = slice(*store.schema.fusion.slices["sam2.1_tiny"])
+    sam = slice(*train_store.schema.fusion.slices["sam2.1_tiny"])
     for i in range(8):
         rows = batch["start"][i].item() + 3 * np.arange(4)
         suffix = "_flip" if batch["flip"][i] else ""
-        want = store.array("targets" + suffix)[:][rows][..., sam]
+        want = train_store.array("targets" + suffix)[:][rows][..., sam]
         np.testing.assert_array_equal(batch["targets"][i].numpy(), want)
         video = batch["video"][i].item()
-        assert batch["labels"][i] == store.index.labels[video]
-        offset, length = store.index.offsets[video], store.index.lengths[video]
+        assert batch["labels"][i] == train_store.index.labels[video]
+        offset, length = train_store.index.offsets[video], train_store.index.lengths[video]
         assert offset <= rows[0] and rows[-1] < offset + length  # a clip never crosses videos
 
 
-def test_latents_are_fresh_scaled_posterior_samples(store):
-    plan = plan_clips(store, frames=1, stride=1)
+def test_latents_are_fresh_scaled_posterior_samples(train_store):
+    plan = plan_clips(train_store, frames=1, stride=1)
     one = dataclasses.replace(plan, videos=plan.videos[:1], starts=plan.starts[:1], bounds=np.array([0, 1]))
     reader = ClipReader(one)
     draws = torch.cat([reader.batch(np.random.default_rng(s), 64)["latents"] for s in range(8)])[:, 0]
-    mean, logvar = np.split(store.array("latents")[int(one.starts[0])].astype(np.float64), 2)
-    scale, std = store.schema.vae.scaling_factor, np.exp(0.5 * logvar)
+    mean, logvar = np.split(train_store.array("latents")[int(one.starts[0])].astype(np.float64), 2)
+    scale, std = train_store.schema.vae.scaling_factor, np.exp(0.5 * logvar)
     assert not torch.equal(draws[0], draws[1])  # a new sample every draw
     np.testing.assert_allclose(draws.double().mean(0).numpy(), mean * scale, atol=5 * scale * std.max() / 22)
     np.testing.assert_allclose(draws.double().std(0).numpy(), std * scale, rtol=0.15)
 
 
-def test_stream_is_seeded_per_rank_and_independent_of_workers(store):
-    plan = plan_clips(store, frames=4, stride=2, hflip=True)
+def test_stream_is_seeded_per_rank_and_independent_of_workers(train_store):
+    plan = plan_clips(train_store, frames=4, stride=2, hflip=True)
 
     def take(rank, workers, first=0, n=4):
         loader = clip_loader(plan, batch_size=3, seed=7, rank=rank, num_workers=workers, first_batch=first)
@@ -155,14 +103,7 @@ def test_stream_is_seeded_per_rank_and_independent_of_workers(store):
     assert not torch.equal(other["latents"], base[0]["latents"])
 
 
-def test_fast_reader_declines_other_layouts(tmp_path):
-    assert open_rows(tmp_path, "targets") is None  # no array there
-    (tmp_path / "targets").mkdir()
-    (tmp_path / "targets" / "zarr.json").write_text('{"zarr_format": 3, "codecs": [{"name": "blosc"}]}')
-    assert open_rows(tmp_path, "targets") is None
-
-
-def test_plan_pickles_without_handles(store):
-    plan = plan_clips(store, frames=4, stride=1)
+def test_plan_pickles_without_handles(train_store):
+    plan = plan_clips(train_store, frames=4, stride=1)
     assert len(pickle.dumps(plan)) < 100_000
     assert Path(plan.store_path).is_dir()

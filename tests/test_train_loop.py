@@ -9,12 +9,12 @@ from pathlib import Path
 import pytest
 import torch
 from safetensors.torch import load_file
-from test_train_data import shared_store
 from typer.testing import CliRunner
 
 from a4g.cli import app as cli
 from a4g.train.checkpoint import list_checkpoints, read_step
 from a4g.train.loop import TrainConfig, TrainError, check_store
+from a4g.train.run_record import ModelKwargs, read_run_record
 
 runner = CliRunner()
 
@@ -25,8 +25,8 @@ TINY = [
 
 
 @pytest.fixture(scope="module")
-def store(tmp_path_factory):
-    return shared_store(tmp_path_factory)
+def store(train_store):
+    return train_store
 
 
 @pytest.fixture(autouse=True)
@@ -62,6 +62,7 @@ def test_resume_continues_exactly(store, tmp_path):
     assert all(torch.equal(oa["state"][i]["exp_avg_sq"], ob["state"][i]["exp_avg_sq"]) for i in oa["state"])
     info = json.loads((a / "run.json").read_text())
     assert info["resumed"] == [{"step": 200, "world_size": 1}]
+    assert read_run_record(a).config.steps == 220  # the record holds the latest launch's settings
 
 
 def test_baseline_lambda_zero_leaves_projector_untouched(store, tmp_path):
@@ -90,7 +91,12 @@ def test_run_metadata_logs_and_samples(store, tmp_path):
         "num_frames": 4,
         "num_classes": 3,
         "class_dropout_prob": 0.1,
+        "patch_size": 2,
+        "learn_sigma": False,
     }
+    record = read_run_record(run)
+    assert record.model.kwargs.input_size == (4, 4) and record.config.objective == "flow"
+    assert record.model.name == "VDiT-tiny" and record.resumed == []
     assert info["vae"]["scaling_factor"] == pytest.approx(0.18215) and info["vae"]["name"] == "tiny"
     assert info["align"] == {
         "encoders": ["sam2.1_tiny"],
@@ -121,12 +127,32 @@ def test_refusals_name_the_problem(store, tmp_path):
     assert again.exit_code == 2 and "--resume" in again.output
     other = train(store, run, "--steps", "4", "--resume", "--lr", "3e-4", ok=False)
     assert other.exit_code == 2 and "--lr: run has 0.0001, now 0.0003" in other.output
+    record = run / "run.json"
+    record.write_text(record.read_text()[:100])
+    broken = train(store, run, "--steps", "4", "--resume", ok=False)
+    assert broken.exit_code == 2 and f"{record} is not valid JSON" in broken.output
     cfg = TrainConfig(store=Path(store.path), run=run)
-    kwargs = {"input_size": [8, 8], "in_channels": 16}
+    kwargs = ModelKwargs(
+        input_size=(8, 8), in_channels=16, num_frames=4, num_classes=3, class_dropout_prob=0.1, patch_size=2
+    )
     with pytest.raises(TrainError, match=r"token_grid: store has \(2, 2\), run wants \[4, 4\]"):
         check_store(store, cfg, kwargs, None)
     with pytest.raises(TrainError, match="vae.latent_channels: store has 4, run wants 16"):
         check_store(store, cfg, kwargs, None)
+
+
+@pytest.mark.parametrize(
+    ("flag", "value", "message"),
+    [
+        ("--lr", "-1", "--lr must be a finite number > 0, got -1"),
+        ("--ema", "1.5", "--ema must be in [0, 1), got 1.5"),
+        ("--align-depth", "0", "--align-depth must be >= 1, got 0"),
+    ],
+)
+def test_bad_values_end_in_one_error_line(store, tmp_path, flag, value, message):
+    result = train(store, tmp_path / "run", "--steps", "1", flag, value, ok=False)
+    assert result.exit_code == 2 and f"error: {message}" in result.output
+    assert "Traceback" not in result.output and not (tmp_path / "run").exists()
 
 
 def test_two_processes_draw_different_clips_and_stay_in_sync(store, tmp_path):

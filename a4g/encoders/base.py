@@ -17,7 +17,7 @@ import torch.nn as nn
 import torch.nn.functional as F
 
 from a4g.encoders.fusion import with_token_grid
-from a4g.store_schema import EncoderSpec
+from a4g.store.schema import EncoderSpec
 
 
 class FrozenEncoder(nn.Module):

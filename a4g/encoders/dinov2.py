@@ -1,12 +1,15 @@
 """DINOv2 ViTs through timm: patch tokens after the final norm, CLS and register tokens dropped.
 
 timm builds the model at ``img_size=dino_res`` (224 by default: 16x16 tokens at patch 14) and
-resamples the released 37x37 position embedding to that grid once, at load time. Weight files may be
+resamples the released 37x37 position embedding to that grid once, at load time. Inputs are capped
+at the released 37x37 grid (518 px, :data:`MAX_INPUT`): a larger grid would extrapolate positions
+the model never saw. Weight files may be
 Meta's original ``dinov2_vit*14*_pretrain.pth`` or timm's ``model.safetensors``; timm converts both.
 """
 
 from __future__ import annotations
 
+from collections.abc import Sequence
 from pathlib import Path
 
 import timm
@@ -15,11 +18,15 @@ from timm.models import load_state_dict
 from timm.models.vision_transformer import VisionTransformer, checkpoint_filter_fn
 
 from a4g.encoders.base import FrozenEncoder
-from a4g.encoders.registry import BuildOptions, EncoderEntry, register_encoder
-from a4g.encoders.weights import WeightSource
-from a4g.store_schema import EncoderSpec
+from a4g.encoders.registry import BuildOptions, EncoderEntry, get_entry, register_encoder
+from a4g.encoders.weights import WeightSource, reading_weights
+from a4g.errors import ConfigError
 
 OUTPUT = "final_norm_patch_tokens"
+PATCH = 14
+"""Input pixels per token side of every DINOv2 ViT."""
+MAX_INPUT = 37 * PATCH
+"""518 px: the released position grid is 37x37 patches."""
 
 
 class DinoV2Encoder(FrozenEncoder):
@@ -31,25 +38,36 @@ class DinoV2Encoder(FrozenEncoder):
 def build_dinov2(entry: EncoderEntry, path: Path | None, sha256: str, options: BuildOptions) -> DinoV2Encoder:
     size, patch = options.dino_res, entry.stride
     if size % patch:
-        raise ValueError(f"{entry.name}: dino_res {size} must be a multiple of the patch size {patch}")
+        raise ConfigError(f"{entry.name}: dino_res {size} must be a multiple of the patch size {patch}")
     kwargs = dict(entry.overrides, img_size=size, num_classes=0)
     model = (
         timm.create_model(entry.arch, **kwargs) if path is None else _load_timm_vit(entry.arch, path, kwargs)
     )
     cfg = model.pretrained_cfg
-    grid = (size // patch, size // patch)
-    spec = EncoderSpec(
-        name=entry.name,
-        package=entry.package,
-        package_version=entry.package_version,
-        weights_sha256=sha256,
-        input_size=size,
-        output=OUTPUT,
-        native_grid=grid,
-        resampling="none",
-        channels=model.num_features,
-    )
+    spec = entry.spec(sha256, size, OUTPUT, (size // patch, size // patch), model.num_features)
     return DinoV2Encoder(model, spec, cfg["mean"], cfg["std"], resize_mode="bicubic", compile=options.compile)
+
+
+def is_dinov2(name: str) -> bool:
+    """Whether registry entry `name` is built by this module (unknown names: False)."""
+    try:
+        return get_entry(name).builder is build_dinov2
+    except KeyError:
+        return False
+
+
+def dino_res_for(token_grid: Sequence[int], encoders: Sequence[str]) -> int:
+    """The ``dino_res`` whose native DINOv2 tokens lie on `token_grid` exactly (PATCH px per token).
+
+    ConfigError when one of `encoders` is a DINOv2 and that input would pass :data:`MAX_INPUT`.
+    """
+    res = PATCH * int(token_grid[0])
+    if res > MAX_INPUT and any(is_dinov2(n) for n in encoders):
+        raise ConfigError(
+            f"--size gives a {token_grid[0]}x{token_grid[1]} token grid, too large for DINOv2 "
+            f"({res} px input, {MAX_INPUT} px max); use a smaller --size"
+        )
+    return res
 
 
 def _load_timm_vit(arch: str, path: Path, kwargs: dict) -> VisionTransformer:
@@ -65,8 +83,8 @@ def _load_timm_vit(arch: str, path: Path, kwargs: dict) -> VisionTransformer:
     transient = [n for n, _ in model.named_buffers() if n not in model.state_dict()]
     if transient:  # to_empty leaves them uninitialised and no checkpoint restores them
         raise NotImplementedError(f"{arch}: non-persistent buffers {transient} are not supported")
-    state = checkpoint_filter_fn(load_state_dict(str(path)), model)
-    model.load_state_dict(state, strict=True)
+    with reading_weights(path, arch):
+        model.load_state_dict(checkpoint_filter_fn(load_state_dict(str(path)), model), strict=True)
     return model
 
 
@@ -85,7 +103,7 @@ def _register_released() -> None:
                 url=f"https://dl.fbaipublicfiles.com/dinov2/dinov2_vit{short}14/{upstream} "
                 f"or https://huggingface.co/timm/{arch} (model.safetensors)",
             )
-            register_encoder(EncoderEntry(name, "timm", build_dinov2, arch, channels, 14, source))
+            register_encoder(EncoderEntry(name, "timm", build_dinov2, arch, channels, PATCH, source))
 
 
 def _register_tiny() -> None:
@@ -96,7 +114,7 @@ def _register_tiny() -> None:
         ("dinov2_tiny_reg", "vit_small_patch14_reg4_dinov2.lvd142m"),
     ):
         register_encoder(
-            EncoderEntry(name, "timm", build_dinov2, arch, 32, 14, overrides=tiny, random_only=True)
+            EncoderEntry(name, "timm", build_dinov2, arch, 32, PATCH, overrides=tiny, random_only=True)
         )
 
 

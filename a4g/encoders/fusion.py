@@ -15,10 +15,11 @@ from typing import Literal
 import torch
 import torch.nn.functional as F
 
-from a4g.store_schema import EncoderSpec, FusionSpec
+from a4g.store.schema import EncoderSpec, FusionSpec
 
 Resampling = Literal["area", "bilinear", "bicubic", "none"]
 _EPS = 1e-6
+"""L2-normalisation floor: an all-zero token stays zero instead of becoming NaN (float16-safe)."""
 
 
 def resampling_mode(native_grid: Sequence[int], token_grid: Sequence[int]) -> Resampling:
@@ -93,9 +94,17 @@ def fuse(
                 f"{spec.name}: spec resampling {spec.resampling!r} does not fit grid {tuple(spec.native_grid)} -> "
                 f"{tuple(token_grid)}; build the spec with with_token_grid()"
             )
-        x = resample_tokens(tokens.float(), spec.native_grid, token_grid, spec.resampling)
-        parts.append(F.normalize(x, dim=-1, eps=_EPS))
-    return torch.cat(parts, dim=-1)
+        parts.append(resample_tokens(tokens.float(), spec.native_grid, token_grid, spec.resampling))
+    return fuse_tokens(*parts)
+
+
+def fuse_tokens(*tokens: torch.Tensor) -> torch.Tensor:
+    """Tokens already on one grid, [..., N, C_i] each -> float32 [..., N, sum(C_i)].
+
+    The store's fusion after resampling: L2-normalise every encoder's tokens, then concatenate, so
+    each encoder weighs the same in the cosine loss. IICR's fused rows use it too.
+    """
+    return torch.cat([F.normalize(t.float(), dim=-1, eps=_EPS) for t in tokens], dim=-1)
 
 
 def fusion_spec(specs: Sequence[EncoderSpec]) -> FusionSpec:

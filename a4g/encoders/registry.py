@@ -15,6 +15,8 @@ import torch
 
 from a4g.encoders.base import FrozenEncoder
 from a4g.encoders.weights import RANDOM, WeightsArg, WeightSource, find_weights, sha256_file
+from a4g.errors import ConfigError
+from a4g.store.schema import EncoderSpec
 
 RANDOM_INIT_SEED = 0
 """Random-init encoders are seeded, so two 'random' stores with equal fingerprints hold equal bytes."""
@@ -57,6 +59,22 @@ class EncoderEntry:
     def package_version(self) -> str:
         return version(self.package)
 
+    def spec(
+        self, sha256: str, input_size: int, output: str, native_grid: tuple[int, int], channels: int
+    ) -> EncoderSpec:
+        """The spec of this entry as built: native tokens, before any resampling to a token grid."""
+        return EncoderSpec(
+            name=self.name,
+            package=self.package,
+            package_version=self.package_version,
+            weights_sha256=sha256,
+            input_size=input_size,
+            output=output,
+            native_grid=native_grid,
+            resampling="none",
+            channels=channels,
+        )
+
 
 _REGISTRY: dict[str, EncoderEntry] = {}
 
@@ -85,7 +103,7 @@ def resolve_weights(name: str, weights: WeightsArg = None, weights_dir: str | Pa
     :class:`~a4g.encoders.weights.MissingWeightsError`."""
     entry = get_entry(name)
     if entry.random_only:
-        raise ValueError(f"encoder {name!r} is a random-init test encoder; it has no weights")
+        raise ConfigError(f"encoder {name!r} is a random-init test encoder; it has no weights")
     return find_weights(name, entry.weights, weights, weights_dir)
 
 
@@ -113,13 +131,13 @@ def create_encoder(
     if random_init:
         explicit = weights.get(name) if isinstance(weights, Mapping) else weights
         if explicit is not None:
-            raise ValueError(f"encoder {name!r}: pass either weights or random_init, not both")
+            raise ConfigError(f"encoder {name!r}: pass either weights or random_init, not both")
         with torch.random.fork_rng(devices=[]):
             torch.manual_seed(RANDOM_INIT_SEED)
             encoder = entry.builder(entry, None, RANDOM, options)
     else:
         if entry.random_only:
-            raise ValueError(
+            raise ConfigError(
                 f"encoder {name!r} is a tiny test encoder without released weights; use random_init=True "
                 "(--random-init)"
             )

@@ -24,8 +24,8 @@ import torch.nn as nn
 
 from a4g.encoders.base import FrozenEncoder
 from a4g.encoders.registry import BuildOptions, EncoderEntry, register_encoder
-from a4g.encoders.weights import WeightSource
-from a4g.store_schema import EncoderSpec
+from a4g.encoders.weights import WeightSource, reading_weights
+from a4g.errors import ConfigError
 
 SAM_OUTPUTS = ("vision_features", "trunk_stage1", "trunk_stage2", "trunk_stage3", "trunk_stage4")
 _MEAN, _STD = (0.485, 0.456, 0.406), (0.229, 0.224, 0.225)  # sam2.utils.transforms.SAM2Transforms
@@ -80,24 +80,15 @@ def build_sam2_hiera(
 ) -> Sam2HieraEncoder:
     size, output = options.sam_res, options.sam_output
     if size % 32:
-        raise ValueError(f"{entry.name}: sam_res {size} must be a multiple of 32")
+        raise ConfigError(f"{entry.name}: sam_res {size} must be a multiple of 32")
     if output not in SAM_OUTPUTS:
-        raise ValueError(f"{entry.name}: sam_output {output!r} is not one of {', '.join(SAM_OUTPUTS)}")
+        raise ConfigError(f"{entry.name}: sam_output {output!r} is not one of {', '.join(SAM_OUTPUTS)}")
     encoder = instantiate_image_encoder(entry.arch, entry.overrides)
     if path is not None:
-        encoder.load_state_dict(load_image_encoder_state(path), strict=True)
+        with reading_weights(path, entry.name):
+            encoder.load_state_dict(load_image_encoder_state(path), strict=True)
     channels, stride = _output_geometry(encoder, output)
-    spec = EncoderSpec(
-        name=entry.name,
-        package=entry.package,
-        package_version=entry.package_version,
-        weights_sha256=sha256,
-        input_size=size,
-        output=output,
-        native_grid=(size // stride, size // stride),
-        resampling="none",
-        channels=channels,
-    )
+    spec = entry.spec(sha256, size, output, (size // stride, size // stride), channels)
     return Sam2HieraEncoder(encoder, spec, _MEAN, _STD, resize_mode="bilinear", compile=options.compile)
 
 

@@ -18,8 +18,9 @@ import torch.nn as nn
 from diffusers import AutoencoderKL
 
 from a4g.encoders.registry import RANDOM_INIT_SEED
-from a4g.encoders.weights import RANDOM, MissingWeightsError, sha256_file
-from a4g.store_schema import VAESpec
+from a4g.encoders.weights import RANDOM, MissingWeightsError, reading_weights, sha256_file
+from a4g.errors import ConfigError
+from a4g.store.schema import VAESpec
 
 TINY = "tiny"
 _WEIGHT_FILES = ("diffusion_pytorch_model.safetensors", "diffusion_pytorch_model.bin")
@@ -111,7 +112,10 @@ def create_vae(
     """
     if isinstance(name_or_path, str) and name_or_path == TINY:
         if not random_init:
-            raise ValueError("the 'tiny' VAE has no weights; use random_init=True (--random-init)")
+            raise ConfigError(
+                "the 'tiny' VAE is a random-init test VAE without weights (random_init=True): it serves only "
+                "stores made with `a4g extract --vae tiny --random-init`"
+            )
         with torch.random.fork_rng(devices=[]):
             torch.manual_seed(RANDOM_INIT_SEED)
             vae = AutoencoderKL(**tiny_vae_config())
@@ -120,7 +124,7 @@ def create_vae(
     if not (root / "config.json").is_file():
         raise MissingWeightsError(
             f"no VAE at {str(root)!r}: expected a diffusers directory with config.json and "
-            f"{_WEIGHT_FILES[0]}; get it from {_WHERE}, or pass --random-init with the 'tiny' VAE"
+            f"{_WEIGHT_FILES[0]}; get it from {_WHERE} (test runs: `a4g extract --vae tiny --random-init`)"
         )
     if random_init:
         with torch.random.fork_rng(devices=[]):
@@ -130,12 +134,13 @@ def create_vae(
     weight_file = next((root / f for f in _WEIGHT_FILES if (root / f).is_file()), None)
     if weight_file is None:
         raise MissingWeightsError(
-            f"no VAE weights in {str(root)!r}: expected {' or '.join(_WEIGHT_FILES)}; get them from {_WHERE}, "
-            "or pass --random-init"
+            f"no VAE weights in {str(root)!r}: expected {' or '.join(_WEIGHT_FILES)}; get them from {_WHERE} "
+            "(test runs: `a4g extract --random-init`)"
         )
-    vae = AutoencoderKL.from_pretrained(
-        str(root), local_files_only=True, use_safetensors=weight_file.suffix == ".safetensors"
-    )
+    with reading_weights(weight_file, f"VAE {root.name}"):
+        vae = AutoencoderKL.from_pretrained(
+            str(root), local_files_only=True, use_safetensors=weight_file.suffix == ".safetensors"
+        )
     return _wrap(vae, root.resolve().name, sha256_file(weight_file)).to(device)
 
 

@@ -15,10 +15,16 @@ them. Every resolved file is hashed (sha256) so the store schema records exactly
 
 from __future__ import annotations
 
+import contextlib
 import hashlib
-from collections.abc import Mapping, Sequence
+import pickle
+from collections.abc import Iterator, Mapping, Sequence
 from dataclasses import dataclass, field
 from pathlib import Path
+
+from safetensors import SafetensorError
+
+from a4g.errors import A4GError, WeightsError
 
 RANDOM = "random"
 """`weights_sha256` of a randomly initialised encoder (tests and demos only)."""
@@ -26,8 +32,37 @@ RANDOM = "random"
 _OWN_SUFFIXES = (".safetensors", ".pth", ".pt")
 
 
-class MissingWeightsError(FileNotFoundError):
-    """No local weight file for an encoder; the message says which files would do and where to get them."""
+class MissingWeightsError(WeightsError):
+    """No local weight file for an encoder or VAE; the message says which files would do and where to get them."""
+
+
+# What torch.load / safetensors / load_state_dict raise for a file that is not the network's weights.
+_READ_ERRORS = (
+    RuntimeError,
+    ValueError,
+    KeyError,
+    OSError,
+    EOFError,
+    pickle.UnpicklingError,
+    SafetensorError,
+)
+
+
+@contextlib.contextmanager
+def reading_weights(path: Path, name: str) -> Iterator[None]:
+    """Turn a failure to read or fit a weights file into one WeightsError naming the file.
+
+    torch, timm and safetensors report a text file or a checkpoint of another network in their own
+    terms (``KeyError: 101`` from the unpickler, a state-dict key diff); a person needs to hear which
+    file is wrong and for which encoder.
+    """
+    try:
+        yield
+    except A4GError:
+        raise
+    except _READ_ERRORS as err:
+        detail = " ".join(f"{type(err).__name__}: {err}".split())[:300]
+        raise WeightsError(f"{path} is not a usable weights file for {name!r} ({detail})") from None
 
 
 @dataclass(frozen=True)

@@ -14,9 +14,10 @@ from pathlib import Path
 
 import a4g
 from a4g.encoders.fusion import target_channel_chunk
+from a4g.geometry import token_grid_for
 from a4g.sources import ScanResult, VideoSource
 from a4g.store import VideoIndex, human_bytes
-from a4g.store_schema import (
+from a4g.store.schema import (
     DatasetSpec,
     EncoderSpec,
     FusionSpec,
@@ -26,9 +27,6 @@ from a4g.store_schema import (
     VAESpec,
     video_list_hash,
 )
-
-PATCH = 2
-"""V-DiT patch size on the latent grid: one target token per PATCH x PATCH latent cells."""
 
 
 @dataclass(frozen=True)
@@ -66,16 +64,6 @@ class FramePlan:
     def source_frames(self, start: int, stop: int) -> list[int]:
         """Source frame numbers of stored frames [start, stop) of one video."""
         return list(range(start * self.every, stop * self.every, self.every))
-
-
-def token_grid_for(size: int, downsample: int) -> tuple[int, int]:
-    """The V-DiT token grid a frame of `size` pixels gives (VAE /downsample, patch 2)."""
-    if size % (downsample * PATCH):
-        raise ValueError(
-            f"--size {size} must be a multiple of {downsample * PATCH} (VAE /{downsample}, patch {PATCH})"
-        )
-    side = size // (downsample * PATCH)
-    return side, side
 
 
 def build_index(scan: ScanResult, every: int) -> VideoIndex:

@@ -8,13 +8,12 @@ shards in flight and the same command resumes where it stopped, producing identi
 
 from __future__ import annotations
 
-import contextlib
 import math
 import os
 import time
 from collections.abc import Iterator
 from concurrent.futures import Future, ThreadPoolExecutor
-from dataclasses import dataclass, field
+from dataclasses import dataclass
 from pathlib import Path
 
 import numpy as np
@@ -23,49 +22,19 @@ from torch.utils.data import DataLoader, Dataset
 from tqdm import tqdm
 
 from a4g.encoders import FrozenEncoder, create_encoder, create_vae
+from a4g.encoders.dinov2 import dino_res_for
 from a4g.encoders.fusion import fuse, fusion_spec, with_token_grid
 from a4g.encoders.preprocess import square_frames
-from a4g.extract.plan import FramePlan, Rank, build_index, build_schema, describe_plan, token_grid_for
+from a4g.errors import DataError, StoreError
+from a4g.extract.config import ExtractConfig
+from a4g.extract.plan import FramePlan, Rank, build_index, build_schema, describe_plan
+from a4g.geometry import token_grid_for
 from a4g.sources import VideoSource, build_source
-from a4g.store import FeatureStore, StoreError, schema_differences
+from a4g.store import FeatureStore, schema_differences
+from a4g.torchutil import autocast, resolve_device
 
 STORE_DTYPE = torch.float16
 """What the store holds (LayoutSpec.dtype default): cast on the device, identical rounding to numpy."""
-
-
-@dataclass
-class ExtractConfig:
-    """Everything `a4g extract` takes (see `a4g extract --help` for each field)."""
-
-    dataset: str
-    out: Path
-    encoders: list[str]
-    vae: str
-    data_root: Path | None = None
-    split: str | None = None
-    fold: int | None = None
-    size: int = 256
-    every: int = 1
-    hflip: bool = False
-    shard_frames: int = 256
-    batch: int = 64
-    device: str = "auto"
-    num_workers: int = 4
-    limit_videos: int | None = None
-    random_init: bool = False
-    compile: bool = False
-    sam_res: int = 1024
-    sam_output: str = "vision_features"
-    weights: dict[str, str] = field(default_factory=dict)
-    weights_dir: Path | None = None
-    dry_run: bool = False
-    progress: bool = True
-
-
-def resolve_device(device: str, rank: Rank) -> torch.device:
-    if device == "auto":
-        return torch.device(f"cuda:{rank.local_rank}" if torch.cuda.is_available() else "cpu")
-    return torch.device(device)
 
 
 class FeatureExtractor:
@@ -90,17 +59,14 @@ class FeatureExtractor:
     def build(cls, cfg: ExtractConfig, device: torch.device) -> FeatureExtractor:
         vae = create_vae(cfg.vae, random_init=cfg.random_init, device=device)
         grid = token_grid_for(cfg.size, vae.spec.downsample)
-        if grid[0] * 14 > 518 and any(n.startswith("dinov2") for n in cfg.encoders):
-            raise ValueError(
-                f"--size {cfg.size} gives a {grid[0]}x{grid[1]} grid, too large for DINOv2 (518 px max)"
-            )
+        dino_res = dino_res_for(grid, cfg.encoders)
         encoders = [
             create_encoder(
                 name,
                 weights=cfg.weights.get(name),
                 weights_dir=cfg.weights_dir,
                 random_init=cfg.random_init,
-                dino_res=14 * grid[0],
+                dino_res=dino_res,
                 sam_res=cfg.sam_res,
                 sam_output=cfg.sam_output,
                 device=device,
@@ -110,22 +76,17 @@ class FeatureExtractor:
         ]
         return cls(encoders, vae, grid, device, cfg.batch)
 
-    def _autocast(self):
-        if self.device.type == "cuda":
-            return torch.autocast("cuda", dtype=torch.bfloat16)
-        return contextlib.nullcontext()
-
     @torch.no_grad()
     def encode_targets(self, frames: torch.Tensor) -> torch.Tensor:
         """uint8 [B, 3, S, S] -> fused float32 targets [B, tokens, C]."""
-        with self._autocast():
+        with autocast(self.device):
             tokens = [enc(frames).float() for enc in self.encoders]
         return fuse(tokens, self.specs, self.token_grid)
 
     @torch.no_grad()
     def encode_latents(self, frames: torch.Tensor) -> torch.Tensor:
         """uint8 [B, 3, S, S] -> float32 VAE posterior parameters [B, 2*C, h, w]."""
-        with self._autocast():
+        with autocast(self.device):
             return self.vae.encode_moments(frames).float()
 
     def rows(self, frames: torch.Tensor, flip: bool) -> dict[str, np.ndarray]:
@@ -173,10 +134,6 @@ class ShardFrames(Dataset):
         return self.shards[k], block
 
 
-def _worker_init(_: int) -> None:
-    torch.set_num_threads(1)
-
-
 def iterate_shards(dataset: ShardFrames, num_workers: int, pin: bool) -> Iterator[tuple[int, torch.Tensor]]:
     num_workers = min(num_workers, len(dataset), os.cpu_count() or 1)  # more than cores or shards only costs
     if num_workers == 0:
@@ -189,7 +146,6 @@ def iterate_shards(dataset: ShardFrames, num_workers: int, pin: bool) -> Iterato
         pin_memory=pin,
         prefetch_factor=2,
         multiprocessing_context="spawn",  # no fork of a process that holds models and threads
-        worker_init_fn=_worker_init,
         persistent_workers=False,
     )
     yield from loader
@@ -226,7 +182,7 @@ def open_store_for(
     scan = source.scan(limit=cfg.limit_videos, progress=cfg.progress)
     if not scan.videos:
         reasons = "; ".join(f"{s.path}: {s.reason}" for s in scan.skipped[:5])
-        raise ValueError(f"no usable videos in {source.root} ({reasons})")
+        raise DataError(f"no usable videos in {source.root} ({reasons})")
     schema = build_schema(
         source=source,
         dataset_name=cfg.dataset if not Path(cfg.dataset).exists() else source.name,
@@ -249,7 +205,7 @@ def open_store_for(
 def run_extraction(cfg: ExtractConfig, echo=print) -> ExtractResult:
     """Extract features for every shard this process owns and has not finished yet."""
     rank = Rank.from_env()
-    device = resolve_device(cfg.device, rank)
+    device = resolve_device(cfg.device, rank.local_rank)
     source = build_source(cfg.dataset, cfg.data_root, cfg.split, cfg.fold)
     extractor = FeatureExtractor.build(cfg, device)
     store, plan_text = open_store_for(cfg, source, extractor, rank, echo)
@@ -296,6 +252,7 @@ def run_extraction(cfg: ExtractConfig, echo=print) -> ExtractResult:
 
 
 def summarize(result: ExtractResult) -> str:
+    """The one line `a4g extract` prints when it is done."""
     if result.store is None:
         return "dry run: nothing written"
     s = result.store

@@ -26,7 +26,8 @@ from torch.utils.data import DataLoader, Dataset
 from tqdm import tqdm
 
 from a4g.encoders.preprocess import short_side_shape, square_frames
-from a4g.sources import UnreadableVideo, VideoSource
+from a4g.errors import DataError, UnreadableVideo
+from a4g.sources import VideoSource
 
 MASK_LAYOUT = "MASKS/<video id without extension>/<frame:05d>.png"
 
@@ -46,8 +47,11 @@ class ClipRef:
 
 
 @dataclass
-class ClipPlan:
-    """The chosen clips and what was passed over to find them (for honest reporting)."""
+class ClipSelection:
+    """The chosen evaluation clips and what was passed over to find them (for honest reporting).
+
+    Not a training ``a4g.train.data.ClipPlan``: that one lists clip starts in a feature store.
+    """
 
     clips: list[ClipRef]
     candidates: int
@@ -72,7 +76,7 @@ def plan_clips(
     progress: bool = False,
     threads: int = 8,
     random_start: bool = True,
-) -> ClipPlan:
+) -> ClipSelection:
     """Up to `num` clips of `num_frames` frames, one per video, videos in a seeded random order.
 
     `keep(video_id)` restricts the candidates (e.g. to videos that have masks). Fewer clips come
@@ -86,7 +90,7 @@ def plan_clips(
     order = sorted(cands)
     rng = random.Random(seed)
     rng.shuffle(order)
-    plan = ClipPlan(clips=[], candidates=len(order))
+    plan = ClipSelection(clips=[], candidates=len(order))
 
     def probe(path: str) -> int | str:
         try:
@@ -138,10 +142,6 @@ class SquareClips(Dataset):
         return square_frames(read_clip(self.source, self.clips[i]), self.size)
 
 
-def _worker_init(_: int) -> None:
-    torch.set_num_threads(1)
-
-
 def iter_square_clips(
     source: VideoSource, clips: Sequence[ClipRef], size: int, num_workers: int = 0
 ) -> Iterator[torch.Tensor]:
@@ -155,7 +155,6 @@ def iter_square_clips(
         batch_size=None,
         num_workers=num_workers,
         multiprocessing_context="spawn",  # never fork a process that holds a detector and threads
-        worker_init_fn=_worker_init,
     )
 
 
@@ -192,13 +191,13 @@ def read_masks(root: str | Path, clip: ClipRef) -> np.ndarray:
             )
         with Image.open(path) as im:
             if im.mode not in ("P", "L", "I", "I;16"):
-                raise ValueError(
+                raise DataError(
                     f"{path}: PNG mode {im.mode}; masks must be palette or grayscale index images "
                     "(one integer object id per pixel, 0 = background)"
                 )
             out.append(np.asarray(im).astype(np.int64))
     if len({a.shape for a in out}) > 1:
-        raise ValueError(f"{folder}: mask frames differ in size")
+        raise DataError(f"{folder}: mask frames differ in size")
     return np.stack(out)
 
 
@@ -211,9 +210,9 @@ def square_labels(labels: np.ndarray, frame_hw: tuple[int, int], size: int) -> t
     t, h, w = labels.shape
     fh, fw = frame_hw
     if abs(h * fw - w * fh) > max(h, w, fh, fw):  # allow a pixel of rounding
-        raise ValueError(f"mask size {w}x{h} does not match the video's aspect ratio ({fw}x{fh})")
+        raise DataError(f"mask size {w}x{h} does not match the video's aspect ratio ({fw}x{fh})")
     new_h, new_w = short_side_shape(fh, fw, size)
-    x = torch.as_tensor(labels)[:, None].double()  # exact for any realistic object id
+    x = torch.tensor(labels)[:, None].double()  # a copy (labels may be read-only); exact for any object id
     x = F.interpolate(x, size=(new_h, new_w), mode="nearest-exact")[:, 0].long()
     top, left = (new_h - size) // 2, (new_w - size) // 2
     return x[:, top : top + size, left : left + size]

@@ -21,8 +21,8 @@ import torch
 import torch.nn.functional as F
 from torch import Tensor, nn
 
-from a4g.metrics.frechet import FeatureStats, frechet_distance
-from a4g.metrics.weights import resolve_inception
+from a4g.metrics.frechet import FeatureStats, feature_stats, frechet_of
+from a4g.metrics.weights import load_torchscript, resolve_inception
 
 INCEPTION_SIZE = 299
 
@@ -70,10 +70,11 @@ def load_inception(
 ) -> InceptionFeatures:
     """FID detector from a TorchScript file (`path` or the cache); see weights.py for how to get it."""
     p = resolve_inception(path)
-    return InceptionFeatures(torch.jit.load(str(p), map_location=device)).to(device)
+    return InceptionFeatures(load_torchscript(p, device)).to(device)
 
 
-def _frame_batches(clips: Iterable[np.ndarray | Tensor], num: int, batch_size: int) -> Iterator[Tensor]:
+def frame_batches(clips: Iterable[np.ndarray | Tensor], num: int, batch_size: int) -> Iterator[Tensor]:
+    """The first `num` frames of `clips` (uint8 [T, H, W, 3] or one [H, W, 3]) as batches [B, H, W, 3]."""
     buf: list[Tensor] = []
     held = taken = 0
     for clip in clips:
@@ -94,7 +95,6 @@ def _frame_batches(clips: Iterable[np.ndarray | Tensor], num: int, batch_size: i
         yield torch.cat(buf)
 
 
-@torch.no_grad()
 def frame_stats(
     clips: Iterable[np.ndarray | Tensor],
     detector: nn.Module,
@@ -103,10 +103,7 @@ def frame_stats(
     device: str | torch.device = "cpu",
 ) -> FeatureStats:
     """Streaming Inception statistics over the first `num` frames of `clips`."""
-    stats = FeatureStats()
-    for batch in _frame_batches(clips, num, batch_size):
-        stats.append(detector(batch.to(device)).cpu().numpy())
-    return stats
+    return feature_stats(frame_batches(clips, num, batch_size), detector, device)
 
 
 def compute_fid(
@@ -117,11 +114,10 @@ def compute_fid(
     batch_size: int = 64,
     device: str | torch.device = "cpu",
 ) -> dict[str, float | int]:
-    """Per-frame FID over up to `num` frames per side; returns {"fid", "num_real", "num_fake"}."""
+    """Per-frame FID over up to `num` frames per side; returns {"fid", "num_real", "num_fake"}.
+
+    `a4g eval fid` runs the same path through `a4g.metrics.evaluate`.
+    """
     real = frame_stats(real_clips, detector, num, batch_size, device)
     fake = frame_stats(fake_clips, detector, num, batch_size, device)
-    return {
-        "fid": frechet_distance(*fake.mean_cov(), *real.mean_cov()),
-        "num_real": real.num,
-        "num_fake": fake.num,
-    }
+    return {"fid": frechet_of(real, fake), "num_real": real.num, "num_fake": fake.num}

@@ -1,13 +1,19 @@
 """Gaussian feature statistics and the Fréchet distance between them (shared by FVD and FID).
 
 Statistics follow StyleGAN(-V)'s `FeatureStats`: sums are accumulated in float64 and the covariance is
-the *biased* (divide by N) estimate, so numbers are comparable with papers that use that code.
+the *biased* (divide by N) estimate, so numbers are comparable with papers that use that code. Both
+metrics stream their detector batches through `feature_stats`, as StyleGAN-V's `compute_feature_stats`
+does, so even 50,000 frames x 2048 features never sit in memory at once.
 """
 
 from __future__ import annotations
 
+from collections.abc import Iterable
+
 import numpy as np
 import scipy.linalg
+import torch
+from torch import Tensor, nn
 
 
 class FeatureStats:
@@ -37,6 +43,22 @@ class FeatureStats:
         mu = self._sum / self.num
         sigma = self._outer / self.num - np.outer(mu, mu)
         return mu, (sigma + sigma.T) / 2  # symmetrize away float round-off
+
+
+@torch.no_grad()
+def feature_stats(
+    batches: Iterable[Tensor], detector: nn.Module, device: str | torch.device = "cpu"
+) -> FeatureStats:
+    """Streaming statistics of ``detector(batch)`` [B, D] over every batch of network inputs."""
+    stats = FeatureStats()
+    for batch in batches:
+        stats.append(detector(batch.to(device)).cpu().numpy())
+    return stats
+
+
+def frechet_of(real: FeatureStats, fake: FeatureStats) -> float:
+    """Fréchet distance between the Gaussians of two sides (generated first, as StyleGAN-V calls it)."""
+    return frechet_distance(*fake.mean_cov(), *real.mean_cov())
 
 
 def gaussian_stats(feats: np.ndarray) -> tuple[np.ndarray, np.ndarray]:

@@ -27,11 +27,13 @@ import torch
 import torch.nn.functional as F
 from torch import Tensor, nn
 
-from a4g.metrics.frechet import FeatureStats, frechet_distance
+from a4g.metrics.frechet import FeatureStats, feature_stats, frechet_of
 from a4g.metrics.i3d import I3D, load_reference_weights
-from a4g.metrics.weights import load_numpy_weights, resolve_i3d
+from a4g.metrics.weights import load_numpy_weights, load_torchscript, resolve_i3d
 
 I3D_SIZE = 224
+I3D_MIN_FRAMES = 9
+"""Shorter clips leave I3D's 2-frame temporal average pool (after Mixed_5c) nothing to pool."""
 TORCHSCRIPT_SUFFIXES = (".pt", ".pth", ".jit")
 
 
@@ -71,12 +73,15 @@ def load_i3d(path: str | os.PathLike | None = None, device: str | torch.device =
     """FVD detector from `path` (numpy .npz/.ckpt/.pkl or TorchScript .pt) or the cache; see weights.py."""
     p = resolve_i3d(path)
     if p.suffix in TORCHSCRIPT_SUFFIXES:
-        return I3DFeatures(torch.jit.load(str(p), map_location=device), torchscript=True).to(device)
+        return I3DFeatures(load_torchscript(p, device), torchscript=True).to(device)
     net = load_reference_weights(I3D(), load_numpy_weights(p))
     return I3DFeatures(net, torchscript=False).to(device)
 
 
-def _batches(clips: Iterable, num: int, batch_size: int, num_frames: int | None) -> Iterator[Tensor]:
+def clip_batches(
+    clips: Iterable[np.ndarray | Tensor], num: int, batch_size: int, num_frames: int | None = 16
+) -> Iterator[Tensor]:
+    """The first `num` clips (uint8 [T, H, W, 3], exactly `num_frames` frames) as batches [B, T, H, W, 3]."""
     buf: list[Tensor] = []
     taken = 0
     for clip in clips:
@@ -96,27 +101,12 @@ def _batches(clips: Iterable, num: int, batch_size: int, num_frames: int | None)
         yield torch.stack(buf)
 
 
-@torch.no_grad()
-def clip_features(
-    clips: Iterable[np.ndarray | Tensor],
-    detector: nn.Module,
-    num: int,
-    batch_size: int = 8,
-    device: str | torch.device = "cpu",
-    num_frames: int | None = 16,
-) -> np.ndarray:
-    """Detector features [n, D] of the first `num` clips (uint8 [T, H, W, 3]); n < num if clips run out."""
-    feats = [detector(b.to(device)).cpu().numpy() for b in _batches(clips, num, batch_size, num_frames)]
-    if not feats:
-        raise ValueError("no clips to evaluate")
-    return np.concatenate(feats).astype(np.float64)
-
-
 def fvd_from_features(real: np.ndarray, fake: np.ndarray) -> float:
+    """FVD between two sets of I3D features [N, 400] held in memory."""
     real_stats, fake_stats = FeatureStats(), FeatureStats()
     real_stats.append(real)
     fake_stats.append(fake)
-    return frechet_distance(*fake_stats.mean_cov(), *real_stats.mean_cov())
+    return frechet_of(real_stats, fake_stats)
 
 
 def compute_fvd(
@@ -131,13 +121,14 @@ def compute_fvd(
     """FVD between up to `num` real and `num` generated clips (uint8 [num_frames, H, W, 3]).
 
     Returns {"fvd", "num_real", "num_fake", "num_frames"}; callers should report the counts, since
-    FVD is biased by sample size and `fvd2048_16f` means 2048 clips per side.
+    FVD is biased by sample size and `fvd2048_16f` means 2048 clips per side. `a4g eval fvd` runs
+    the same path through `a4g.metrics.evaluate`.
     """
-    real = clip_features(real_clips, detector, num, batch_size, device, num_frames)
-    fake = clip_features(fake_clips, detector, num, batch_size, device, num_frames)
+    real = feature_stats(clip_batches(real_clips, num, batch_size, num_frames), detector, device)
+    fake = feature_stats(clip_batches(fake_clips, num, batch_size, num_frames), detector, device)
     return {
-        "fvd": fvd_from_features(real, fake),
-        "num_real": len(real),
-        "num_fake": len(fake),
+        "fvd": frechet_of(real, fake),
+        "num_real": real.num,
+        "num_fake": fake.num,
         "num_frames": num_frames,
     }

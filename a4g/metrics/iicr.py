@@ -112,7 +112,7 @@ def labels_to_tokens(label_map: np.ndarray | Tensor, grid: tuple[int, int]) -> T
     return values[votes.argmax(-1)]
 
 
-def summarize(values: Sequence[float]) -> tuple[float, float]:
+def mean_std(values: Sequence[float]) -> tuple[float, float]:
     """Mean and (population) std over clips, ignoring NaNs from degenerate clips."""
     arr = np.asarray(values, dtype=np.float64)
     arr = arr[np.isfinite(arr)]

@@ -1,4 +1,8 @@
-"""Score several encoders with IICR over many clips: report dict, text table and plot for `a4g iicr`."""
+"""Score several encoders with IICR over many clips: report dict, text table and plot for `a4g iicr`.
+
+Fused rows (e.g. ``dinov2+sam2``) are built with the store's own fusion,
+:func:`a4g.encoders.fusion.fuse_tokens`, so a fused IICR scores exactly what training aligns to.
+"""
 
 from __future__ import annotations
 
@@ -6,27 +10,18 @@ import math
 from collections.abc import Sequence
 from pathlib import Path
 
-import torch
 from torch import Tensor
 
-from a4g.metrics.iicr import iicr_clip, iicr_from_labels, summarize
-
-
-def fuse_tokens(*tokens: Tensor) -> Tensor:
-    """Fused a+b row: L2-normalize each encoder's tokens [T, N, C_i], then concatenate channels.
-
-    Same fusion as the feature store's targets, so each encoder weighs equally; grids must match.
-    """
-    return torch.cat([torch.nn.functional.normalize(t.float(), dim=-1) for t in tokens], dim=-1)
+from a4g.metrics.iicr import iicr_clip, iicr_from_labels, mean_std
 
 
 def _row(results: list[tuple[float, float, float]]) -> dict[str, float]:
-    iicr_mean, iicr_std = summarize([r[0] for r in results])
+    iicr_mean, iicr_std = mean_std([r[0] for r in results])
     return {
         "iicr": iicr_mean,
         "iicr_std": iicr_std,
-        "d_intra": summarize([r[1] for r in results])[0],
-        "d_inter": summarize([r[2] for r in results])[0],
+        "d_intra": mean_std([r[1] for r in results])[0],
+        "d_inter": mean_std([r[2] for r in results])[0],
     }
 
 

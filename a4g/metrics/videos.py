@@ -1,4 +1,4 @@
-"""Read generated videos from a folder as uint8 clips for FVD/FID (PyAV decoding)."""
+"""Clips of generated videos from a folder for FVD/FID (decoded by `a4g.video`, PyAV in order)."""
 
 from __future__ import annotations
 
@@ -6,33 +6,12 @@ import os
 import random
 import warnings
 from collections.abc import Iterator
-from pathlib import Path
 
-import av
 import numpy as np
 
-VIDEO_EXTS = (".mp4", ".avi", ".mkv", ".mov", ".webm")
+from a4g.video import decode_video, list_videos
 
-
-def list_videos(folder: str | os.PathLike) -> list[Path]:
-    """Video files under `folder` (recursive), sorted so evaluation order is reproducible."""
-    root = Path(folder)
-    if not root.is_dir():
-        raise FileNotFoundError(f"video folder not found: {root}")
-    return sorted(p for p in root.rglob("*") if p.suffix.lower() in VIDEO_EXTS and p.is_file())
-
-
-def read_frames(path: str | os.PathLike, max_frames: int | None = None) -> np.ndarray:
-    """Decode up to `max_frames` frames of a video as uint8 [T, H, W, 3] RGB."""
-    frames = []
-    with av.open(str(path)) as container:
-        for frame in container.decode(video=0):
-            frames.append(frame.to_ndarray(format="rgb24"))
-            if max_frames is not None and len(frames) >= max_frames:
-                break
-    if not frames:
-        return np.zeros((0, 0, 0, 3), np.uint8)
-    return np.stack(frames)
+__all__ = ["iter_folder_clips", "list_videos"]
 
 
 def iter_folder_clips(
@@ -46,7 +25,7 @@ def iter_folder_clips(
     rng = random.Random(seed)
     skipped = 0
     for path in list_videos(folder):
-        frames = read_frames(path, None if random_offset else num_frames)
+        frames = decode_video(path, None if random_offset else num_frames)
         if len(frames) < num_frames:
             skipped += 1
             continue

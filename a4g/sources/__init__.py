@@ -10,6 +10,7 @@ from __future__ import annotations
 import os
 from pathlib import Path
 
+from a4g.errors import ConfigError
 from a4g.sources.base import ScanResult, UnreadableVideo, VideoEntry, VideoSource
 from a4g.sources.files import FolderSource, UCF101Source
 from a4g.sources.frames import IMAGE_EXTENSIONS, FramesSource
@@ -61,13 +62,13 @@ def build_source(
             if cls in (DemoSource, SyntheticSource):
                 data_root = default_root(dataset)
             else:
-                raise ValueError(f"--dataset {dataset} needs --data-root pointing at the videos")
+                raise ConfigError(f"--dataset {dataset} needs --data-root pointing at the videos")
         return cls(data_root, split=split, fold=fold)
     path = Path(dataset)
     if not path.exists():
-        raise ValueError(
+        raise ConfigError(
             f"--dataset {dataset!r} is neither a known source ({', '.join(SOURCES)}) nor an existing path"
         )
     if data_root is not None:
-        raise ValueError("give either --dataset PATH or --dataset NAME --data-root PATH, not both")
+        raise ConfigError("give either --dataset PATH or --dataset NAME --data-root PATH, not both")
     return SOURCES[_guess(path)](path, split=split, fold=fold)

@@ -9,7 +9,8 @@ from dataclasses import dataclass, field
 
 import numpy as np
 
-from a4g.store import SkippedVideo
+from a4g.errors import UnreadableVideo
+from a4g.video import SkippedVideo
 
 
 @dataclass(frozen=True)
@@ -30,10 +31,6 @@ class ScanResult:
     videos: list[VideoEntry]
     skipped: list[SkippedVideo] = field(default_factory=list)
     classes: list[str] = field(default_factory=list)
-
-
-class UnreadableVideo(Exception):
-    """A video that cannot be used; the message is the reason recorded in the store."""
 
 
 class VideoSource(ABC):

@@ -8,19 +8,19 @@ from pathlib import Path
 
 import numpy as np
 
-from a4g.sources import decode
+from a4g.errors import ConfigError, DataError
 from a4g.sources.base import VideoSource
-from a4g.store import SkippedVideo
+from a4g.video import VIDEO_EXTENSIONS, SkippedVideo, count_frames, is_video_file, read_frames
 
 
 class VideoFileSource(VideoSource):
     """Base for sources of video files decoded with decord."""
 
     def count_frames(self, path: str) -> int:
-        return decode.count_frames(path)
+        return count_frames(path)
 
     def read(self, path: str, frames: Sequence[int]) -> np.ndarray:
-        return decode.read_frames(path, frames)
+        return read_frames(path, frames)
 
     def _rel_id(self, path: Path) -> str:
         return path.relative_to(self.root).as_posix()
@@ -35,7 +35,7 @@ class FolderSource(VideoFileSource):
     def candidates(self) -> tuple[list[tuple[str, str, int]], list[str], list[SkippedVideo]]:
         root = Path(self.root)
         if not root.is_dir():
-            raise FileNotFoundError(f"--data-root {root} is not a directory")
+            raise ConfigError(f"--data-root {root} is not a directory")
         files = sorted(p for p in root.rglob("*") if p.is_file() and not p.name.startswith("."))
         class_dirs = sorted(
             {p.relative_to(root).parts[0] for p in files if len(p.relative_to(root).parts) > 1}
@@ -45,7 +45,7 @@ class FolderSource(VideoFileSource):
         cands, skipped = [], []
         for p in files:
             parts = p.relative_to(root).parts
-            if p.suffix.lower() not in decode.VIDEO_EXTENSIONS:
+            if not is_video_file(p):
                 skipped.append(SkippedVideo(str(p), f"not a video file extension ({p.suffix or 'none'})"))
                 continue
             cls = parts[0] if len(parts) > 1 else ""
@@ -54,9 +54,7 @@ class FolderSource(VideoFileSource):
                 continue
             cands.append((self._rel_id(p), str(p), label_of[cls]))
         if not cands:
-            raise FileNotFoundError(
-                f"no video files under {root} (looked for {', '.join(decode.VIDEO_EXTENSIONS)})"
-            )
+            raise DataError(f"no video files under {root} (looked for {', '.join(VIDEO_EXTENSIONS)})")
         return cands, classes, skipped
 
 
@@ -82,7 +80,7 @@ class UCF101Source(VideoFileSource):
     def candidates(self) -> tuple[list[tuple[str, str, int]], list[str], list[SkippedVideo]]:
         videos_dir = self._videos_dir()
         if not videos_dir.is_dir():
-            raise FileNotFoundError(f"--data-root {self.root}: no UCF-101 folder found")
+            raise ConfigError(f"--data-root {self.root}: no UCF-101 folder found")
         lists = self._lists_dir()
         if lists is not None:
             classes = []
@@ -90,11 +88,11 @@ class UCF101Source(VideoFileSource):
                 if line.strip():
                     num, name = line.split()
                     if int(num) != len(classes) + 1:
-                        raise ValueError(f"{lists / 'classInd.txt'}: class numbers are not 1..N in order")
+                        raise DataError(f"{lists / 'classInd.txt'}: class numbers are not 1..N in order")
                     classes.append(name)
         else:
             if self.split is not None:
-                raise FileNotFoundError(
+                raise ConfigError(
                     f"--split {self.split} needs classInd.txt and the split lists under {self.root}"
                 )
             classes = sorted(p.name for p in videos_dir.iterdir() if p.is_dir())
@@ -102,13 +100,13 @@ class UCF101Source(VideoFileSource):
         wanted: set[str] | None = None
         if self.split is not None:
             if self.split not in ("train", "test"):
-                raise ValueError(f"--split must be train or test for ucf101, got {self.split!r}")
+                raise ConfigError(f"--split must be train or test for ucf101, got {self.split!r}")
             fold = self.fold or 1
             if fold not in (1, 2, 3):
-                raise ValueError(f"--fold must be 1, 2 or 3 for ucf101, got {fold}")
+                raise ConfigError(f"--fold must be 1, 2 or 3 for ucf101, got {fold}")
             list_file = lists / f"{self.split}list0{fold}.txt"  # type: ignore[operator]
             if not list_file.is_file():
-                raise FileNotFoundError(f"split list {list_file} is missing")
+                raise DataError(f"split list {list_file} is missing")
             wanted = {line.split()[0] for line in list_file.read_text().splitlines() if line.strip()}
         cands, skipped = [], []
         for cls in classes:
@@ -116,7 +114,7 @@ class UCF101Source(VideoFileSource):
                 rel = f"{cls}/{p.name}"
                 if wanted is not None and rel not in wanted:
                     continue
-                if p.suffix.lower() not in decode.VIDEO_EXTENSIONS:
+                if not is_video_file(p):
                     skipped.append(SkippedVideo(str(p), f"not a video file extension ({p.suffix or 'none'})"))
                     continue
                 cands.append((rel, str(p), label_of[cls]))
@@ -127,5 +125,5 @@ class UCF101Source(VideoFileSource):
                 for r in sorted(wanted - found)
             ]
         if not cands:
-            raise FileNotFoundError(f"no UCF-101 videos found under {videos_dir}")
+            raise DataError(f"no UCF-101 videos found under {videos_dir}")
         return cands, classes, skipped

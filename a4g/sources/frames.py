@@ -8,8 +8,9 @@ from pathlib import Path
 import numpy as np
 from PIL import Image
 
-from a4g.sources.base import UnreadableVideo, VideoSource
-from a4g.store import SkippedVideo
+from a4g.errors import ConfigError, DataError, UnreadableVideo
+from a4g.sources.base import VideoSource
+from a4g.video import SkippedVideo
 
 IMAGE_EXTENSIONS = (".jpg", ".jpeg", ".png", ".bmp", ".webp")
 
@@ -27,12 +28,10 @@ class FramesSource(VideoSource):
     def candidates(self) -> tuple[list[tuple[str, str, int]], list[str], list[SkippedVideo]]:
         root = Path(self.root)
         if not root.is_dir():
-            raise FileNotFoundError(f"--data-root {root} is not a directory")
+            raise ConfigError(f"--data-root {root} is not a directory")
         folders = sorted({p.parent for p in root.rglob("*") if p.suffix.lower() in IMAGE_EXTENSIONS})
         if not folders:
-            raise FileNotFoundError(
-                f"no image frames under {root} (looked for {', '.join(IMAGE_EXTENSIONS)})"
-            )
+            raise DataError(f"no image frames under {root} (looked for {', '.join(IMAGE_EXTENSIONS)})")
         cands = [((f.relative_to(root).as_posix() or "."), str(f), 0) for f in folders]
         return cands, [""], []
 

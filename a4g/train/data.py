@@ -23,14 +23,22 @@ import numpy as np
 import torch
 from torch.utils.data import DataLoader, IterableDataset, get_worker_info
 
-from a4g.shards import ShardedRows, open_rows
-from a4g.store import FeatureStore, read_frames
+from a4g.errors import DataError
+from a4g.store import FeatureStore, read_rows
+from a4g.store.shards import ShardedRows, open_rows
+
+__all__ = [
+    "Batch",
+    "ClipPlan",
+    "ClipReader",
+    "ClipStream",
+    "DataError",
+    "clip_loader",
+    "describe",
+    "plan_clips",
+]
 
 Batch = dict[str, torch.Tensor]
-
-
-class DataError(ValueError):
-    """The store cannot give the clips this run asks for; the message says what to change."""
 
 
 @dataclass(frozen=True)
@@ -75,6 +83,50 @@ def plan_clips(
 ) -> ClipPlan:
     """Check the request against the store and list every valid clip start; raises :class:`DataError`."""
     schema = store.schema
+    wanted = _check_request(store, frames, stride, align_encoders, hflip, allow_incomplete)
+    step = stride // schema.preprocess.every
+    span = (frames - 1) * step + 1
+    videos, starts, bounds, short, incomplete = _clip_starts(store, span)
+    if not videos:
+        longest = int(store.index.lengths.max()) if len(store.index) else 0
+        raise DataError(
+            f"no video of {store.path} holds a whole clip of --frames {frames} at --stride {stride} "
+            f"({span} store rows; longest video has {longest}, {incomplete} more lie in unfinished shards); "
+            "use fewer --frames or a smaller --stride"
+        )
+    slices = schema.fusion.slices
+    width = schema.layout.target_channel_chunk
+    cols = tuple((slices[n][0] // width, slices[n][1] // width) for n in schema.encoder_names if n in wanted)
+    return ClipPlan(
+        store_path=str(store.path),
+        frames=frames,
+        step=step,
+        videos=np.asarray(videos, np.int64),
+        labels=store.index.labels.astype(np.int64),
+        starts=np.concatenate(starts).astype(np.int64),
+        bounds=np.asarray(bounds, np.int64),
+        channel_cols=cols,
+        channel_width=width,
+        target_channels=sum(b - a for a, b in cols) * width,
+        scaling_factor=float(schema.vae.scaling_factor),
+        latent_channels=schema.vae.latent_channels,
+        latent_size=tuple(schema.latent_size),
+        hflip=hflip,
+        skipped_short=short,
+        skipped_incomplete=incomplete,
+    )
+
+
+def _check_request(
+    store: FeatureStore,
+    frames: int,
+    stride: int,
+    align_encoders: Sequence[str] | None,
+    hflip: bool,
+    allow_incomplete: bool,
+) -> list[str]:
+    """Refuse what the store cannot serve, naming the flag; returns the encoders to align to."""
+    schema = store.schema
     every = schema.preprocess.every
     if frames < 1:
         raise DataError(f"--frames must be >= 1, got {frames}")
@@ -90,22 +142,24 @@ def plan_clips(
         )
     names = list(schema.encoder_names)
     wanted = names if align_encoders is None else list(align_encoders)
-    unknown = [n for n in wanted if n not in names]
-    if unknown or not wanted:
+    if not wanted or any(n not in names for n in wanted):
         raise DataError(f"--align-encoders {wanted}: field encoders of the store is {names}; pick from those")
-    step = stride // every
-    span = (frames - 1) * step + 1
-
     done = store.done_mask()
     if not done.all() and not allow_incomplete:
         raise DataError(
             f"{store.path} is incomplete ({int(done.sum())}/{done.size} shards done); finish it by "
             "rerunning `a4g extract`, or pass --allow-incomplete to train on the done shards"
         )
-    shard_frames = schema.layout.shard_frames
-    row_done = np.repeat(done, shard_frames)[: store.num_frames]
-    cum = np.concatenate([[0], np.cumsum(row_done)])
+    return wanted
 
+
+def _clip_starts(store: FeatureStore, span: int) -> tuple[list[int], list[np.ndarray], list[int], int, int]:
+    """Per usable video, the first rows of clips spanning `span` rows that lie wholly in done shards.
+
+    Returns (videos, starts per video, cumulative bounds, videos too short, videos without a done clip).
+    """
+    row_done = np.repeat(store.done_mask(), store.schema.layout.shard_frames)[: store.num_frames]
+    cum = np.concatenate([[0], np.cumsum(row_done)])
     index = store.index
     videos, starts, bounds = [], [], [0]
     short = incomplete = 0
@@ -121,35 +175,7 @@ def plan_clips(
         videos.append(v)
         starts.append(ok)
         bounds.append(bounds[-1] + ok.size)
-    if not videos:
-        longest = int(index.lengths.max()) if len(index) else 0
-        raise DataError(
-            f"no video of {store.path} holds a whole clip of --frames {frames} at --stride {stride} "
-            f"({span} store rows; longest video has {longest}, {incomplete} more lie in unfinished shards); "
-            "use fewer --frames or a smaller --stride"
-        )
-
-    slices = schema.fusion.slices
-    width = schema.layout.target_channel_chunk
-    cols = tuple((slices[n][0] // width, slices[n][1] // width) for n in names if n in wanted)
-    return ClipPlan(
-        store_path=str(store.path),
-        frames=frames,
-        step=step,
-        videos=np.asarray(videos, np.int64),
-        labels=index.labels.astype(np.int64),
-        starts=np.concatenate(starts).astype(np.int64),
-        bounds=np.asarray(bounds, np.int64),
-        channel_cols=cols,
-        channel_width=width,
-        target_channels=sum(b - a for a, b in cols) * width,
-        scaling_factor=float(schema.vae.scaling_factor),
-        latent_channels=schema.vae.latent_channels,
-        latent_size=tuple(schema.latent_size),
-        hflip=hflip,
-        skipped_short=short,
-        skipped_incomplete=incomplete,
-    )
+    return videos, starts, bounds, short, incomplete
 
 
 def describe(plan: ClipPlan) -> str:
@@ -184,7 +210,7 @@ class ClipReader:
         array = self._store.array(name)
         order = np.argsort(rows, kind="stable")
         if cols is None:
-            data = read_frames(array, rows[order])
+            data = read_rows(array, rows[order])
         else:
             w = self.plan.channel_width
             data = array.get_orthogonal_selection((rows[order], slice(None), slice(cols[0] * w, cols[1] * w)))
@@ -233,16 +259,15 @@ class ClipReader:
         }
 
 
+@dataclass
 class ClipStream(IterableDataset):
     """Endless batches for one rank; batch ``n`` is drawn from ``default_rng([seed, rank, n])``."""
 
-    def __init__(self, plan: ClipPlan, batch_size: int, seed: int, rank: int, first_batch: int = 0) -> None:
-        super().__init__()
-        self.plan = plan
-        self.batch_size = batch_size
-        self.seed = seed
-        self.rank = rank
-        self.first_batch = first_batch
+    plan: ClipPlan
+    batch_size: int
+    seed: int
+    rank: int
+    first_batch: int = 0
 
     def __iter__(self) -> Iterator[Batch]:
         info = get_worker_info()
@@ -250,10 +275,6 @@ class ClipStream(IterableDataset):
         reader = ClipReader(self.plan)  # opened here, inside the worker: no handles cross a fork
         for n in itertools.count(self.first_batch + worker, workers):
             yield reader.batch(np.random.default_rng([self.seed, self.rank, n]), self.batch_size)
-
-
-def _worker_init(_: int) -> None:
-    torch.set_num_threads(1)  # workers decode and copy; BLAS threads would only contend
 
 
 def clip_loader(
@@ -268,7 +289,5 @@ def clip_loader(
 ) -> DataLoader:
     """An endless loader of this rank's batches (ranks differ by seed; every rank steps the same count)."""
     stream = ClipStream(plan, batch_size, seed, rank, first_batch)
-    extra = (
-        dict(prefetch_factor=4, persistent_workers=True, worker_init_fn=_worker_init) if num_workers else {}
-    )
+    extra = dict(prefetch_factor=4, persistent_workers=True) if num_workers else {}
     return DataLoader(stream, batch_size=None, num_workers=num_workers, pin_memory=pin_memory, **extra)

@@ -7,13 +7,15 @@ import copy
 import torch
 from torch import nn
 
+from a4g.errors import ConfigError
+
 
 class EMA:
     """Keeps ``ema = decay * ema + (1 - decay) * param`` in float32 after every optimizer step."""
 
     def __init__(self, model: nn.Module, decay: float) -> None:
         if not 0.0 <= decay < 1.0:
-            raise ValueError(f"--ema must be in [0, 1), got {decay}")
+            raise ConfigError(f"--ema must be in [0, 1), got {decay}")
         self.decay = decay
         self.model = copy.deepcopy(model).float().eval().requires_grad_(False)
 

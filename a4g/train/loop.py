@@ -6,20 +6,21 @@ gradient accumulation, clipping, AdamW, EMA, ``save_state`` checkpoints and exac
 projector, EMA, optimizer, every rank's RNG and the data stream position), tensorboard scalars and
 periodic sample videos. Multi-process under ``torchrun`` / ``accelerate launch``: every rank draws
 its own clips (seeded by rank) and runs the same number of steps.
+
+What a run was made from is kept in its typed record (``a4g/train/run_record.py``); which settings a
+``--resume`` may change is declared on the :class:`TrainConfig` fields (``a4g/train/config.py``).
 """
 
 from __future__ import annotations
 
 import contextlib
-import dataclasses
-import json
 import math
 import time
 from collections import deque
-from dataclasses import dataclass, field
+from collections.abc import Callable, Iterator
+from dataclasses import asdict, dataclass, field, fields
 from datetime import datetime, timezone
 from pathlib import Path
-from typing import Any
 
 import numpy as np
 import torch
@@ -28,67 +29,40 @@ from accelerate.utils import ProjectConfiguration, set_seed
 from torch import Tensor, nn
 
 import a4g
+from a4g.encoders import FrozenVAE
+from a4g.errors import RunError
+from a4g.geometry import PATCH_SIZE
 from a4g.store import FeatureStore
-from a4g.store_schema import StoreSchema, compatible
+from a4g.store.schema import compatible
+from a4g.torchutil import autocast
 from a4g.train.align import Projector, alignment_loss
 from a4g.train.checkpoint import list_checkpoints, load_checkpoint, read_step, save_checkpoint
+from a4g.train.config import TrainConfig, flag_of, resumable_fields
 from a4g.train.data import ClipPlan, clip_loader, describe, plan_clips
 from a4g.train.diffusion import Objective, create_objective
 from a4g.train.ema import EMA
-from a4g.train.model import VDiT, create_model, default_align_depth, get_arch, resolve_model_name
-from a4g.train.sample import RUN_FILE, SampleRequest, generate, load_vae, read_run, write_videos
-
-# Settings a resumed run may change; every other one must equal the run's first launch.
-RESUMABLE = frozenset(
-    {"store", "steps", "num_workers", "checkpoint_every", "log_every", "sample_every", "sample_num", "vae"}
-    | {"resume", "compile", "grad_checkpointing"}
+from a4g.train.model import VDiT, create_model
+from a4g.train.run_record import (
+    AlignSpec,
+    DataSpec,
+    ModelKwargs,
+    ModelSpec,
+    Resumption,
+    RunRecord,
+    StoreRef,
+    read_run_record,
+    run_file,
+    write_run_record,
 )
+from a4g.train.sample import SAMPLE_FPS, SampleRequest, generate, load_vae, write_videos
+
+__all__ = ["TrainConfig", "TrainError", "TrainResult", "check_resume", "check_store", "train"]
+
+Say = Callable[[str], object]
 
 
-OBJECTIVES = ("ddpm", "flow")
-
-
-class TrainError(ValueError):
-    """A configuration, store or run directory that cannot be trained; the message says what to change."""
-
-
-@dataclass
-class TrainConfig:
-    """Everything ``a4g train`` takes (``a4g train --help`` describes each field)."""
-
-    store: Path
-    run: Path
-    model: str = "VDiT-XL"
-    objective: str = "ddpm"
-    frames: int = 16
-    stride: int = 3
-    batch_size: int = 5
-    grad_accum: int = 1
-    steps: int = 400_000
-    lr: float = 1e-4
-    max_grad_norm: float = 1.0
-    ema: float = 0.9999
-    align_weight: float = 0.5
-    align_depth: int | None = None
-    align_encoders: list[str] | None = None
-    projector_dim: int = 2048
-    class_dropout: float = 0.1
-    unconditional: bool = False
-    hflip: bool = False
-    allow_incomplete: bool = False
-    num_workers: int = 4
-    seed: int = 0
-    checkpoint_every: int = 5000
-    log_every: int = 50
-    sample_every: int = 0
-    sample_num: int = 4
-    vae: str | None = None
-    grad_checkpointing: bool = False
-    compile: bool = False
-    resume: bool = False
-
-    def to_json(self) -> dict[str, Any]:
-        return {k: str(v) if isinstance(v, Path) else v for k, v in dataclasses.asdict(self).items()}
+class TrainError(RunError):
+    """A store or run directory that cannot be trained or resumed; the message says what to change."""
 
 
 @dataclass
@@ -114,6 +88,7 @@ class Trainee(nn.Module):
         self.align_weight = align_weight
 
     def forward(self, latents: Tensor, targets: Tensor, labels: Tensor | None) -> dict[str, Tensor]:
+        """latents ``[B, F, C, h, w]``, targets ``[B, F, N, C_t]``, labels ``[B]`` → scalar losses."""
         out = self.objective.training_loss(
             self.model, latents, {"y": labels, "align_depth": self.align_depth}
         )
@@ -122,156 +97,193 @@ class Trainee(nn.Module):
         return {"loss": denoise + self.align_weight * align, "denoise": denoise, "align": align, "cos": cos}
 
 
-# ------------------------------------------------------------------------------------- setup
+# ------------------------------------------------------------------------------------- checks
 
 
-def model_kwargs_for(cfg: TrainConfig, schema: StoreSchema, num_classes: int) -> dict[str, Any]:
+def model_kwargs_for(cfg: TrainConfig, store: FeatureStore) -> ModelKwargs:
     """The V-DiT's geometry follows the store: latent size and channels, clip length, classes."""
-    return {
-        "input_size": list(schema.latent_size),
-        "in_channels": schema.vae.latent_channels,
-        "num_frames": cfg.frames,
-        "num_classes": 0 if cfg.unconditional else num_classes,
-        "class_dropout_prob": cfg.class_dropout,
-    }
+    num_classes = max(len(store.index.classes), int(store.index.labels.max()) + 1)
+    return ModelKwargs(
+        input_size=store.schema.latent_size,
+        in_channels=store.schema.vae.latent_channels,
+        num_frames=cfg.frames,
+        num_classes=0 if cfg.unconditional else num_classes,
+        class_dropout_prob=cfg.class_dropout,
+        patch_size=PATCH_SIZE,
+        learn_sigma=cfg.learn_sigma,
+    )
 
 
-def check_store(store: FeatureStore, cfg: TrainConfig, kwargs: dict[str, Any], prior: dict | None) -> None:
-    """Refuse a store that does not fit the model or the run, naming the field."""
-    patch = 2
-    wanted: dict[str, Any] = {
-        "token_grid": [s // patch for s in kwargs["input_size"]],
-        "vae.latent_channels": kwargs["in_channels"],
+def check_store(store: FeatureStore, cfg: TrainConfig, kwargs: ModelKwargs, prior: StoreRef | None) -> None:
+    """Refuse a store that does not fit the model or the run (``prior``: the resumed run's store)."""
+    wanted = {
+        "token_grid": [s // kwargs.patch_size for s in kwargs.input_size],
+        "vae.latent_channels": kwargs.in_channels,
         "flip": cfg.hflip,
     }
     if cfg.align_encoders:
-        wanted["encoders"] = cfg.align_encoders
+        wanted["encoders"] = list(cfg.align_encoders)
     problems = [str(m) for m in compatible(store.schema, wanted)]
-    if prior is not None and prior["store"]["fingerprint"] != store.schema.fingerprint:
+    if prior is not None and prior.fingerprint != store.schema.fingerprint:
         problems.append(
             f"fingerprint: store has {store.schema.fingerprint[:16]}, the run was trained on "
-            f"{prior['store']['fingerprint'][:16]} ({prior['store']['path']})"
+            f"{prior.fingerprint[:16]} ({prior.path})"
         )
     if problems:
         raise TrainError(f"store {store.path} does not fit this run:\n  " + "\n  ".join(problems))
 
 
-def check_resume(cfg: TrainConfig, prior: dict) -> None:
-    before = prior["config"]
-    now = cfg.to_json()
+def check_resume(cfg: TrainConfig, prior: RunRecord) -> None:
+    """Refuse a resume that changes a setting not declared ``resumable`` on its TrainConfig field."""
+    keep = resumable_fields(TrainConfig)
+    before = prior.config
     diffs = [
-        f"--{k.replace('_', '-')}: run has {before.get(k)!r}, now {now[k]!r}"
-        for k in now
-        if k not in RESUMABLE and before.get(k) != now[k]
+        f"{flag_of(cfg, f.name)}: run has {getattr(before, f.name)!r}, now {getattr(cfg, f.name)!r}"
+        for f in fields(cfg)
+        if f.name not in keep and getattr(before, f.name) != getattr(cfg, f.name)
     ]
     if diffs:
         raise TrainError(
             f"--resume of {cfg.run} with a different configuration:\n  "
             + "\n  ".join(diffs)
-            + "\nrepeat the original settings, or train into a new --run"
+            + "\nrepeat the original settings, or train into a new --out"
         )
 
 
-def _run_info(
-    cfg: TrainConfig, store: FeatureStore, plan: ClipPlan, kwargs: dict, depth: int, world: int
-) -> dict:
-    s = store.schema
-    return {
-        "a4g_version": a4g.__version__,
-        "created": datetime.now(timezone.utc).isoformat(timespec="seconds"),
-        "config": cfg.to_json(),
-        "store": {
-            "path": str(Path(store.path).resolve()),
-            "fingerprint": s.fingerprint,
-            "random_init": s.random_init,
-            "every": s.preprocess.every,
-            "frame_size": s.preprocess.size,
-            "classes": list(store.index.classes),
-        },
-        "model": {"name": cfg.model, "kwargs": kwargs, "patch_size": 2},
-        "vae": s.vae.model_dump(mode="json"),
-        "align": {
-            "encoders": cfg.align_encoders or list(s.encoder_names),
-            "depth": depth,
-            "weight": cfg.align_weight,
-            "target_channels": plan.target_channels,
-            "projector_dim": cfg.projector_dim,
-        },
-        "data": {"frames": cfg.frames, "stride": cfg.stride, "store_row_step": plan.step},
-        "world_size": world,
-    }
-
-
-def _check_config(cfg: TrainConfig) -> None:
-    try:
-        cfg.model = resolve_model_name(cfg.model)  # run.json records the full name
-    except ValueError as err:
-        raise TrainError(f"--model: {err}") from None
-    if cfg.objective not in OBJECTIVES:
-        raise TrainError(f"--objective {cfg.objective!r} is unknown; choose one of {list(OBJECTIVES)}")
-    for name in ("batch_size", "grad_accum", "steps", "checkpoint_every", "log_every"):
-        if getattr(cfg, name) < 1:
-            raise TrainError(f"--{name.replace('_', '-')} must be >= 1, got {getattr(cfg, name)}")
-    if cfg.sample_every and cfg.vae is None:
+def _previous_run(cfg: TrainConfig, say: Say) -> tuple[RunRecord, Path] | None:
+    """With ``--resume`` and a checkpoint: the run's record and the checkpoint to continue from."""
+    found = list_checkpoints(cfg.run)
+    if found and not cfg.resume:
         raise TrainError(
-            "--sample-every needs --vae (tiny or a local diffusers VAE directory) to decode samples"
+            f"{cfg.run} already holds checkpoints up to step {max(found)}; pass --resume or use a new --out"
         )
-    if not 0 <= cfg.class_dropout < 1:
-        raise TrainError(f"--class-dropout must be in [0, 1), got {cfg.class_dropout}")
+    if not found:
+        if cfg.resume:
+            say(f"--resume: no checkpoint in {cfg.run} yet; starting at step 0")
+        return None
+    if not run_file(cfg.run).is_file():
+        raise TrainError(
+            f"{cfg.run} has checkpoints but no {run_file(cfg.run).name}; cannot resume without its settings"
+        )
+    prior = read_run_record(cfg.run)
+    check_resume(cfg, prior)
+    return prior, found[max(found)]
 
 
-# ------------------------------------------------------------------------------------- loop
+def _run_record(
+    cfg: TrainConfig,
+    store: FeatureStore,
+    plan: ClipPlan,
+    kwargs: ModelKwargs,
+    world: int,
+    prior: RunRecord | None,
+    step: int,
+) -> RunRecord:
+    s = store.schema
+    return RunRecord(
+        a4g_version=a4g.__version__,
+        created=prior.created if prior else datetime.now(timezone.utc).isoformat(timespec="seconds"),
+        config=cfg,
+        store=StoreRef(
+            path=str(Path(store.path).resolve()),
+            fingerprint=s.fingerprint,
+            random_init=s.random_init,
+            every=s.preprocess.every,
+            frame_size=s.preprocess.size,
+            classes=list(store.index.classes),
+        ),
+        model=ModelSpec(name=cfg.model, kwargs=kwargs),
+        vae=s.vae,
+        align=AlignSpec(
+            encoders=list(cfg.align_encoders or s.encoder_names),
+            depth=cfg.depth,
+            weight=cfg.align_weight,
+            target_channels=plan.target_channels,
+            projector_dim=cfg.projector_dim,
+        ),
+        data=DataSpec(frames=cfg.frames, stride=cfg.stride, store_row_step=plan.step),
+        world_size=world,
+        resumed=[] if prior is None else [*prior.resumed, Resumption(step=step, world_size=world)],
+    )
 
 
-def train(cfg: TrainConfig, echo=print) -> TrainResult:
-    """Train (or resume) a run; every process of a multi-process launch calls this."""
-    _check_config(cfg)
+# ------------------------------------------------------------------------------------- setup
+
+
+@dataclass
+class _Session:
+    """What the step loop works on, built once by :func:`_prepare`."""
+
+    accelerator: Accelerator
+    trainee: nn.Module
+    optimizer: torch.optim.Optimizer
+    ema: EMA
+    batches: Iterator[dict[str, Tensor]]
+    step: int
+    record: RunRecord
+
+
+def _accelerator(cfg: TrainConfig) -> Accelerator:
     cuda = torch.cuda.is_available()
-    accelerator = Accelerator(
+    return Accelerator(
         cpu=not cuda,  # Accelerate sets up gloo for torchrun's CPU processes only when told "cpu"
         mixed_precision="bf16" if cuda else "no",
         log_with="tensorboard",
         project_config=ProjectConfiguration(project_dir=str(cfg.run), logging_dir=str(cfg.run / "logs")),
     )
-    say = echo if accelerator.is_main_process else (lambda *_: None)
-    rank, world = accelerator.process_index, accelerator.num_processes
 
+
+def _prepare(cfg: TrainConfig, accelerator: Accelerator, say: Say) -> _Session:
+    """Open and check the store and run, build the model, restore a checkpoint, write run.json."""
     store = FeatureStore.open(cfg.store)
-    prior, resume_from = _previous_run(cfg, say)
+    previous = _previous_run(cfg, say)
+    prior, resume_from = previous or (None, None)
     if store.schema.random_init:
         say(RANDOM_INIT_WARNING.format(store=store.path))
     plan = plan_clips(
         store,
         frames=cfg.frames,
         stride=cfg.stride,
-        align_encoders=cfg.align_encoders,
+        align_encoders=list(cfg.align_encoders) if cfg.align_encoders else None,
         hflip=cfg.hflip,
         allow_incomplete=cfg.allow_incomplete,
     )
-    num_classes = max(len(store.index.classes), int(store.index.labels.max()) + 1)
-    kwargs = prior["model"]["kwargs"] if resume_from else model_kwargs_for(cfg, store.schema, num_classes)
-    check_store(store, cfg, kwargs, prior if resume_from else None)
-    depth = cfg.align_depth or default_align_depth(cfg.model)
-    if not 1 <= depth <= get_arch(cfg.model).depth:
-        raise TrainError(f"--align-depth {depth} must be in [1, {get_arch(cfg.model).depth}] for {cfg.model}")
+    kwargs = prior.model.kwargs if prior else model_kwargs_for(cfg, store)
+    check_store(store, cfg, kwargs, prior.store if prior else None)
     say(f"data: {describe(plan)}")
+    trainee, optimizer, ema = _build(cfg, accelerator, kwargs, plan.target_channels)
+    step, batches = _data_stream(cfg, accelerator, plan, resume_from, ema, say)
+    record = _run_record(cfg, store, plan, kwargs, accelerator.num_processes, prior, step)
+    if accelerator.is_main_process:
+        write_run_record(cfg.run, record)
+    return _Session(accelerator, trainee, optimizer, ema, batches, step, record)
 
+
+def _build(
+    cfg: TrainConfig, accelerator: Accelerator, kwargs: ModelKwargs, target_channels: int
+) -> tuple[nn.Module, torch.optim.Optimizer, EMA]:
+    """Model, projector, EMA and optimizer, prepared for the launch (DDP, device, mixed precision)."""
     torch.manual_seed(cfg.seed)  # same initial weights on every rank
-    model = create_model(
-        cfg.model,
-        **{**kwargs, "input_size": tuple(kwargs["input_size"])},
-        grad_checkpointing=cfg.grad_checkpointing,
-    )
-    projector = Projector(model.embed_dim, plan.target_channels, cfg.projector_dim)
+    model = create_model(cfg.model, **kwargs.model_dump(), grad_checkpointing=cfg.grad_checkpointing)
+    projector = Projector(model.embed_dim, target_channels, cfg.projector_dim)
     ema = EMA(model, cfg.ema)
     if cfg.compile:
         model.compile()  # in place: state_dict keys (and so checkpoints) stay the same
-    trainee = Trainee(model, projector, create_objective(cfg.objective), depth, cfg.align_weight)
-    optimizer = torch.optim.AdamW(trainee.parameters(), lr=cfg.lr, weight_decay=0.0, fused=cuda or None)
+    objective = create_objective(cfg.objective, learn_sigma=cfg.learn_sigma)
+    trainee = Trainee(model, projector, objective, cfg.depth, cfg.align_weight)
+    fused = accelerator.device.type == "cuda" or None
+    optimizer = torch.optim.AdamW(trainee.parameters(), lr=cfg.lr, weight_decay=0.0, fused=fused)
     trainee, optimizer = accelerator.prepare(trainee, optimizer)
     ema.model.to(accelerator.device)
-    set_seed(int(np.random.SeedSequence([cfg.seed, rank]).generate_state(1)[0]))  # noise differs per rank
+    return trainee, optimizer, ema
 
+
+def _data_stream(
+    cfg: TrainConfig, accelerator: Accelerator, plan: ClipPlan, resume_from: Path | None, ema: EMA, say: Say
+) -> tuple[int, Iterator[dict[str, Tensor]]]:
+    """The batch stream from the run's position and, when resuming, every state restored; returns the step."""
+    rank = accelerator.process_index
+    set_seed(int(np.random.SeedSequence([cfg.seed, rank]).generate_state(1)[0]))  # noise differs per rank
     step = read_step(resume_from) if resume_from else 0
     loader = clip_loader(
         plan,
@@ -280,66 +292,93 @@ def train(cfg: TrainConfig, echo=print) -> TrainResult:
         rank=rank,
         num_workers=cfg.num_workers,
         first_batch=step * cfg.grad_accum,
-        pin_memory=cuda,
+        pin_memory=accelerator.device.type == "cuda",
     )
     batches = iter(loader)  # before load_state: creating it draws from the RNG that load_state restores
     if resume_from:
         step = load_checkpoint(accelerator, resume_from, ema)
         say(f"resumed {cfg.run} at step {step}")
-    if accelerator.is_main_process:
-        _write_run_json(
-            cfg, _run_info(cfg, store, plan, kwargs, depth, world), prior if resume_from else None, step
-        )
-    if step >= cfg.steps:
-        say(f"{cfg.run} is at step {step} >= --steps {cfg.steps}; nothing to do")
-        return TrainResult(step, cfg.run)
+    return step, batches
 
+
+# ------------------------------------------------------------------------------------- loop
+
+
+def train(cfg: TrainConfig, echo: Say = print) -> TrainResult:
+    """Train (or resume) a run; every process of a multi-process launch calls this.
+
+    Raises ConfigError for bad settings (before anything is touched), TrainError / StoreError /
+    DataError / RunError for a store or run that cannot be trained.
+    """
+    cfg = cfg.validate()
+    accelerator = _accelerator(cfg)
+    say = echo if accelerator.is_main_process else (lambda *_: None)
+    session = _prepare(cfg, accelerator, say)
+    if session.step >= cfg.steps:
+        say(f"{cfg.run} is at step {session.step} >= --steps {cfg.steps}; nothing to do")
+        return TrainResult(session.step, cfg.run)
+    return _run_steps(cfg, session, say)
+
+
+def _run_steps(cfg: TrainConfig, s: _Session, say: Say) -> TrainResult:
+    accelerator, world = s.accelerator, s.accelerator.num_processes
     vae = None
     if cfg.sample_every and accelerator.is_main_process:
-        vae = load_vae(cfg.vae, store.schema.vae.model_dump(), accelerator.device)
-    accelerator.init_trackers(
-        "tensorboard",
-        config={k: v if isinstance(v, (int, float, str, bool)) else str(v) for k, v in cfg.to_json().items()},
-    )
+        vae = load_vae(cfg.vae, s.record.vae, accelerator.device)
+    scalars = {k: v if isinstance(v, (int, float, str, bool)) else str(v) for k, v in asdict(cfg).items()}
+    accelerator.init_trackers("tensorboard", config=scalars)
+    model = accelerator.unwrap_model(s.trainee).model
     say(
         f"training {cfg.model} ({sum(p.numel() for p in model.parameters()) / 1e6:.2f} M params) from step "
-        f"{step} to {cfg.steps} on {world} x {accelerator.device}, align λ={cfg.align_weight} after block {depth}"
+        f"{s.step} to {cfg.steps} on {world} x {accelerator.device}, align λ={cfg.align_weight} after block {cfg.depth}"
     )
-
     meter = Meter(cfg.batch_size * cfg.frames * cfg.grad_accum * world)
-    start_step, start_time = step, time.perf_counter()
-    trainee.train()
-    while step < cfg.steps:
-        micro_batches = [next(batches) for _ in range(cfg.grad_accum)]
-        if step == start_step and world > 1:
+    start_step, start_time = s.step, time.perf_counter()
+    s.trainee.train()
+    while s.step < cfg.steps:
+        micro_batches = [next(s.batches) for _ in range(cfg.grad_accum)]
+        if s.step == start_step and world > 1:
             _check_ranks_differ(accelerator, micro_batches[0], say)
-        meter.add(_optimizer_step(cfg, accelerator, trainee, optimizer, micro_batches))
-        ema.update(accelerator.unwrap_model(trainee).model)
-        step += 1
-        if step % cfg.log_every == 0 or step == cfg.steps:
-            scalars = meter.flush(accelerator) | {"lr": optimizer.param_groups[0]["lr"]}
-            accelerator.log({f"train/{k}": v for k, v in scalars.items()}, step=step)
-            say(
-                f"step {step:>7}  loss {scalars['loss']:.4f}  denoise {scalars['denoise']:.4f}  "
-                f"align {scalars['align']:.4f}  cos {scalars['cos']:.3f}  grad {scalars['grad_norm']:.3f}  "
-                f"{scalars['frames_per_s']:.0f} frames/s"
-            )
-        if step % cfg.checkpoint_every == 0 or step == cfg.steps:
-            if world > 1:
-                _check_weights_in_sync(accelerator, trainee, say)
-            say(f"saved {save_checkpoint(accelerator, cfg.run, step, ema)}")
-        if vae is not None and (step % cfg.sample_every == 0 or step == cfg.steps):
-            _write_samples(cfg, ema.model, create_objective(cfg.objective), vae, step, say)
-
+        meter.add(_optimizer_step(cfg, accelerator, s.trainee, s.optimizer, micro_batches))
+        s.ema.update(accelerator.unwrap_model(s.trainee).model)
+        s.step += 1
+        _after_step(cfg, s, meter, vae, say)
     accelerator.end_training()
-    seconds = (time.perf_counter() - start_time) / (step - start_step)
-    result = TrainResult(step, cfg.run, *meter.first_and_last(), seconds)
+    seconds = (time.perf_counter() - start_time) / (s.step - start_step)
+    result = TrainResult(s.step, cfg.run, *meter.first_and_last(), seconds)
+    _summarize(result, s.step - start_step, say)
+    return result
+
+
+def _after_step(cfg: TrainConfig, s: _Session, meter: Meter, vae: FrozenVAE | None, say: Say) -> None:
+    """Log, checkpoint and sample when their period (or the last step) comes."""
+    step, last = s.step, s.step == cfg.steps
+    if step % cfg.log_every == 0 or last:
+        scalars = meter.flush(s.accelerator) | {"lr": s.optimizer.param_groups[0]["lr"]}
+        s.accelerator.log({f"train/{k}": v for k, v in scalars.items()}, step=step)
+        say(
+            f"step {step:>7}  loss {scalars['loss']:.4f}  denoise {scalars['denoise']:.4f}  "
+            f"align {scalars['align']:.4f}  cos {scalars['cos']:.3f}  grad {scalars['grad_norm']:.3f}  "
+            f"{scalars['frames_per_s']:.0f} frames/s"
+        )
+    if step % cfg.checkpoint_every == 0 or last:
+        if s.accelerator.num_processes > 1:
+            _check_weights_in_sync(s.accelerator, s.trainee, say)
+        say(f"saved {save_checkpoint(s.accelerator, cfg.run, step, s.ema)}")
+    if vae is not None and (step % cfg.sample_every == 0 or last):
+        objective = create_objective(cfg.objective, learn_sigma=cfg.learn_sigma)
+        _write_samples(cfg, s.ema.model, objective, vae, step, say)
+
+
+def _summarize(result: TrainResult, steps: int, say: Say) -> None:
     if len(result.first_losses) == len(result.last_losses) == Meter.EDGE:
         a, b = np.mean(result.first_losses), np.mean(result.last_losses)
         trend = "falling" if b < a else "NOT falling"
-        say(f"denoising loss: mean of the first 20 steps {a:.4f}, of the last 20 steps {b:.4f} ({trend})")
-    say(f"{seconds:.3f} s/step over {step - start_step} steps")
-    return result
+        say(
+            f"denoising loss: mean of the first {Meter.EDGE} steps {a:.4f}, "
+            f"of the last {Meter.EDGE} steps {b:.4f} ({trend})"
+        )
+    say(f"{result.seconds_per_step:.3f} s/step over {steps} steps")
 
 
 RANDOM_INIT_WARNING = (
@@ -348,32 +387,6 @@ RANDOM_INIT_WARNING = (
     + "="
     * 88
 )
-
-
-def _previous_run(cfg: TrainConfig, say) -> tuple[dict | None, Path | None]:
-    """The run's earlier run.json and, with --resume, the checkpoint to continue from."""
-    found = list_checkpoints(cfg.run)
-    prior = read_run(cfg.run) if (cfg.run / RUN_FILE).is_file() else None
-    if found and not cfg.resume:
-        raise TrainError(
-            f"{cfg.run} already holds checkpoints up to step {max(found)}; pass --resume or use a new --run"
-        )
-    if not (cfg.resume and found):
-        if cfg.resume:
-            say(f"--resume: no checkpoint in {cfg.run} yet; starting at step 0")
-        return prior, None
-    if prior is None:
-        raise TrainError(f"{cfg.run} has checkpoints but no {RUN_FILE}; cannot resume without its settings")
-    check_resume(cfg, prior)
-    return prior, found[max(found)]
-
-
-def _write_run_json(cfg: TrainConfig, info: dict, prior: dict | None, step: int) -> None:
-    cfg.run.mkdir(parents=True, exist_ok=True)
-    if prior is not None:
-        info["created"] = prior["created"]
-        info["resumed"] = [*prior.get("resumed", []), {"step": step, "world_size": info["world_size"]}]
-    (cfg.run / RUN_FILE).write_text(json.dumps(info, indent=2) + "\n")
 
 
 def _optimizer_step(
@@ -450,21 +463,13 @@ def _check_weights_in_sync(accelerator: Accelerator, trainee: nn.Module, say) ->
     say(f"weights in sync across {accelerator.num_processes} ranks")
 
 
-def _write_samples(cfg: TrainConfig, ema_model: VDiT, objective: Objective, vae, step: int, say) -> None:
+def _write_samples(
+    cfg: TrainConfig, ema_model: VDiT, objective: Objective, vae: FrozenVAE, step: int, say: Say
+) -> None:
     """Periodic samples from the EMA weights, with a fixed seed so runs compare step to step."""
-    req = SampleRequest(
-        num=cfg.sample_num,
-        frames=cfg.frames,
-        class_id=None,
-        cfg=4.0,
-        sampler=None,
-        steps=50,
-        seed=cfg.seed,
-        batch_size=cfg.sample_num,
-    )
-    cuda = ema_model.pos_embed.device.type == "cuda"
-    with torch.autocast("cuda", dtype=torch.bfloat16, enabled=cuda):
+    req = SampleRequest(num=cfg.sample_num, frames=cfg.frames, seed=cfg.seed, batch_size=cfg.sample_num)
+    with autocast(ema_model.pos_embed.device):
         videos, labels = generate(ema_model, objective, vae, req)
     out = cfg.run / "samples" / f"step_{step:07d}"
-    write_videos(out, videos, labels, fps=8)
+    write_videos(out, videos, labels, fps=SAMPLE_FPS)
     say(f"wrote {len(videos)} sample videos to {out}")

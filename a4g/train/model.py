@@ -9,6 +9,11 @@ by looping in Python, so the model stays ``torch.compile``-friendly and hits the
 "Depth" counts every block, spatial and temporal alike: Latte-XL's 28 blocks are 14 spatial + 14
 temporal. ``align_depth`` uses the same 1-based count (odd = after a spatial block, even = after a
 temporal block).
+
+The fixed position embeddings follow DiT/Latte (MAE's ``get_2d_sincos_pos_embed``) channel for
+channel, so DiT and Latte weights load as they are (``a4g.train.init_from``): the *first* half of the
+channels encodes the column (w) index, the second half the row (h) index. ``learn_sigma`` adds DiT's
+variance head: the output has ``2C`` channels, ε first, then the variance interpolation value v.
 """
 
 from __future__ import annotations
@@ -73,20 +78,30 @@ def default_align_depth(name: str) -> int:
 
 
 def sincos_1d(dim: int, positions: Tensor) -> Tensor:
-    """Fixed sin-cos embedding ``[len(positions), dim]`` (transformer-style, base 10000)."""
+    """Fixed sin-cos embedding ``[len(positions), dim]`` in float64: ``[sin | cos]``, base 10000.
+
+    Channel for channel MAE's ``get_1d_sincos_pos_embed_from_grid``, which Latte's temporal
+    embedding (``get_1d_sincos_temp_embed``) is.
+    """
     if dim % 2:
         raise ValueError(f"sin-cos embedding needs an even dim, got {dim}")
     omega = 1.0 / 10000 ** (torch.arange(dim // 2, dtype=torch.float64) / (dim // 2))
     angles = positions.to(torch.float64)[:, None] * omega[None]
-    return torch.cat([angles.sin(), angles.cos()], dim=1).float()
+    return torch.cat([angles.sin(), angles.cos()], dim=1)
 
 
 def sincos_2d(dim: int, grid_h: int, grid_w: int) -> Tensor:
-    """Fixed 2D sin-cos embedding ``[grid_h*grid_w, dim]``: half the channels per axis, row-major."""
+    """Fixed 2D sin-cos embedding ``[grid_h*grid_w, dim]`` in float64, tokens row-major.
+
+    MAE/DiT/Latte channel order: MAE builds ``np.meshgrid(grid_w, grid_h)``, whose first plane is
+    the *column* index, and embeds that plane in the first half. So channels ``[:dim/2]`` encode the
+    column (w) and ``[dim/2:]`` the row (h); the reverse would leave a DiT/Latte checkpoint's
+    attention seeing every token grid transposed.
+    """
     if dim % 4:
         raise ValueError(f"2D sin-cos embedding needs dim divisible by 4, got {dim}")
     rows, cols = torch.meshgrid(torch.arange(grid_h), torch.arange(grid_w), indexing="ij")
-    return torch.cat([sincos_1d(dim // 2, rows.flatten()), sincos_1d(dim // 2, cols.flatten())], dim=1)
+    return torch.cat([sincos_1d(dim // 2, cols.flatten()), sincos_1d(dim // 2, rows.flatten())], dim=1)
 
 
 # ---------------------------------------------------------------------------- conditioning
@@ -106,8 +121,8 @@ class TimestepEmbedder(nn.Module):
     def forward(self, t: Tensor) -> Tensor:
         half = self.freq_dim // 2
         freqs = torch.exp(-math.log(10000) * torch.arange(half, device=t.device, dtype=torch.float32) / half)
-        args = t.float()[:, None] * freqs[None]
-        return self.mlp(torch.cat([args.cos(), args.sin()], dim=-1))
+        args = t.float()[:, None] * freqs[None]  # float32 features as DiT, whatever the model dtype
+        return self.mlp(torch.cat([args.cos(), args.sin()], dim=-1).to(self.mlp[0].weight.dtype))
 
 
 class LabelEmbedder(nn.Module):
@@ -204,7 +219,9 @@ class VDiT(nn.Module):
     """Latte-style video DiT predicting a tensor shaped like its input (ε or velocity).
 
     ``num_classes=0`` gives an unconditional model; otherwise class ``num_classes`` is the null class
-    used for classifier-free guidance.
+    used for classifier-free guidance. ``learn_sigma=True`` doubles the output channels as DiT/Latte:
+    ``[B, F, 2C, h, w]`` = ε in ``[:, :, :C]`` and the variance interpolation value v in ``[:, :, C:]``
+    (see ``DDPM(learn_sigma=True)``).
     """
 
     def __init__(
@@ -220,6 +237,7 @@ class VDiT(nn.Module):
         class_dropout_prob: float = 0.1,
         patch_size: int = 2,
         mlp_ratio: float = 4.0,
+        learn_sigma: bool = False,
     ) -> None:
         super().__init__()
         height, width = (input_size, input_size) if isinstance(input_size, int) else input_size
@@ -229,6 +247,8 @@ class VDiT(nn.Module):
             raise ValueError("a V-DiT needs at least one spatial and one temporal block (depth >= 2)")
         self.input_size = (height, width)
         self.in_channels = in_channels
+        self.learn_sigma = learn_sigma
+        self.out_channels = 2 * in_channels if learn_sigma else in_channels
         self.num_frames = num_frames
         self.depth = depth
         self.embed_dim = embed_dim
@@ -239,16 +259,17 @@ class VDiT(nn.Module):
         self.grad_checkpointing = False
 
         self.patch_embed = nn.Conv2d(in_channels, embed_dim, kernel_size=patch_size, stride=patch_size)
-        self.register_buffer("pos_embed", sincos_2d(embed_dim, *self.grid_size), persistent=False)
-        self.register_buffer(
-            "temp_embed", sincos_1d(embed_dim, torch.arange(num_frames))[:, None, :], persistent=False
-        )
+        # Computed in float64 and rounded once, as DiT/Latte do (numpy float64 → float32 parameter).
+        pos_embed = sincos_2d(embed_dim, *self.grid_size).float()
+        temp_embed = sincos_1d(embed_dim, torch.arange(num_frames))[:, None, :].float()
+        self.register_buffer("pos_embed", pos_embed, persistent=False)  # [N, D]
+        self.register_buffer("temp_embed", temp_embed, persistent=False)  # [F, 1, D]
         self.t_embedder = TimestepEmbedder(embed_dim)
         self.y_embedder = LabelEmbedder(num_classes, embed_dim, class_dropout_prob) if num_classes else None
         self.blocks = nn.ModuleList(
             VDiTBlock(embed_dim, num_heads, temporal=i % 2 == 1, mlp_ratio=mlp_ratio) for i in range(depth)
         )
-        self.final_layer = FinalLayer(embed_dim, patch_size, in_channels)
+        self.final_layer = FinalLayer(embed_dim, patch_size, self.out_channels)
         self.initialize_weights()
 
     @property
@@ -282,11 +303,11 @@ class VDiT(nn.Module):
         self.grad_checkpointing = enable
 
     def unpatchify(self, x: Tensor) -> Tensor:
-        """``[B, F, N, p*p*C]`` → ``[B, F, C, h, w]``."""
+        """``[B, F, N, p*p*C_out]`` → ``[B, F, C_out, h, w]`` (channel fastest per patch, as DiT)."""
         b, f = x.shape[:2]
-        (gh, gw), p = self.grid_size, self.patch_size
-        x = x.reshape(b, f, gh, gw, p, p, self.in_channels).permute(0, 1, 6, 2, 4, 3, 5)
-        return x.reshape(b, f, self.in_channels, gh * p, gw * p)
+        (gh, gw), p, c = self.grid_size, self.patch_size, self.out_channels
+        x = x.reshape(b, f, gh, gw, p, p, c).permute(0, 1, 6, 2, 4, 3, 5)
+        return x.reshape(b, f, c, gh * p, gw * p)
 
     def forward(
         self, x: Tensor, t: Tensor, y: Tensor | None = None, align_depth: int | None = None
@@ -301,7 +322,8 @@ class VDiT(nn.Module):
                 tokens are also returned, for the alignment loss.
 
         Returns:
-            ``(out, hidden)``: ``out`` shaped like ``x``; ``hidden`` the ``[B, F, N, D]`` residual stream
+            ``(out, hidden)``: ``out`` shaped like ``x`` (``[B, F, 2C, h, w]`` with ``learn_sigma``: ε
+            then v); ``hidden`` the ``[B, F, N, D]`` residual stream
             after block ``align_depth`` (``N = (h/2)*(w/2)`` row-major), or None when not asked for.
         """
         b, f, c, h, w = x.shape
@@ -343,6 +365,7 @@ def create_model(
     class_dropout_prob: float = 0.1,
     patch_size: int = 2,
     grad_checkpointing: bool = False,
+    learn_sigma: bool = False,
 ) -> VDiT:
     """Build a registered V-DiT size (see ``list_models()``) for the given latent geometry."""
     arch = get_arch(name)
@@ -356,6 +379,7 @@ def create_model(
         num_classes=num_classes,
         class_dropout_prob=class_dropout_prob,
         patch_size=patch_size,
+        learn_sigma=learn_sigma,
     )
     model.set_grad_checkpointing(grad_checkpointing)
     return model

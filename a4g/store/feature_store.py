@@ -12,6 +12,9 @@ Shards hold `layout.shard_frames` frames of every array. The rule that keeps a s
 **one writer owns a shard and writes it whole in one call**, then writes its done marker (each file
 is written atomically by Zarr's local store). A killed writer leaves no marker, so the shard is simply
 redone on resume. The schema is written last at creation, so a store without one is not a store yet.
+
+The rest of the package: the schema (``schema.py``), the video index (``index.py``), direct shard-file
+I/O (``shards.py``) and the checks behind ``a4g store verify`` (``verify.py``).
 """
 
 from __future__ import annotations
@@ -19,9 +22,7 @@ from __future__ import annotations
 import math
 import os
 import time
-import zlib
-from collections.abc import Iterator, Sequence
-from dataclasses import dataclass, field
+from collections.abc import Sequence
 from pathlib import Path
 from typing import Any
 
@@ -30,68 +31,13 @@ import zarr
 from zarr.codecs import ZstdCodec
 from zarr.core.sync import sync
 
-from a4g.shards import ShardedRows, open_rows
-from a4g.store_schema import SchemaError, StoreSchema
+from a4g.errors import SchemaError, StoreError
+from a4g.store.index import VideoIndex, read_index, write_index
+from a4g.store.schema import StoreSchema
+from a4g.store.shards import ShardedRows, open_rows
+from a4g.store.verify import all_finite, done_marker, verify_store
 
 SCHEMA_ATTR = "a4g_schema"
-_DONE_BIT = 1 << 32
-
-
-class StoreError(RuntimeError):
-    """The path is not a usable store, or an operation on it is not allowed."""
-
-
-@dataclass(frozen=True)
-class SkippedVideo:
-    """A video that could not be used, and why (kept in the store so nothing is dropped silently)."""
-
-    path: str
-    reason: str
-
-
-@dataclass
-class VideoIndex:
-    """Where each video's frames lie on the store's frames axis (videos laid end to end)."""
-
-    ids: list[str]
-    paths: list[str]
-    labels: np.ndarray
-    lengths: np.ndarray
-    classes: list[str] = field(default_factory=list)
-    skipped: list[SkippedVideo] = field(default_factory=list)
-
-    def __post_init__(self) -> None:
-        self.labels = np.asarray(self.labels, dtype=np.int64)
-        self.lengths = np.asarray(self.lengths, dtype=np.int64)
-        n = len(self.ids)
-        if not (len(self.paths) == len(self.labels) == len(self.lengths) == n):
-            raise ValueError("video index columns differ in length")
-        if n and self.lengths.min() <= 0:
-            raise ValueError("every indexed video needs at least one frame")
-
-    @property
-    def offsets(self) -> np.ndarray:
-        return np.concatenate([[0], np.cumsum(self.lengths)[:-1]]).astype(np.int64)
-
-    @property
-    def num_frames(self) -> int:
-        return int(self.lengths.sum())
-
-    def __len__(self) -> int:
-        return len(self.ids)
-
-    def videos_in(self, start: int, stop: int) -> Iterator[tuple[int, int, int]]:
-        """Yield (video number, first local frame, stop local frame) covering frames [start, stop)."""
-        offsets = self.offsets
-        first = int(np.searchsorted(offsets, start, side="right")) - 1
-        for v in range(max(first, 0), len(self.ids)):
-            lo = int(offsets[v])
-            if lo >= stop:
-                break
-            a = max(start, lo) - lo
-            b = min(stop, lo + int(self.lengths[v])) - lo
-            if b > a:
-                yield v, a, b
 
 
 def _array_names(schema: StoreSchema) -> list[str]:
@@ -117,7 +63,7 @@ class FeatureStore:
         self.schema = schema
         self.path = path
         self.writable = writable
-        self.index = _read_index(group)
+        self.index = read_index(group)
         self._arrays: dict[str, zarr.Array] = {}
         self._direct_rows: dict[str, ShardedRows | None] = {}
 
@@ -152,7 +98,7 @@ class FeatureStore:
         group.create_array(
             "done", shape=(max(1, math.ceil(n / shard)),), chunks=(1,), dtype="uint64", fill_value=0
         )
-        _write_index(group, index)
+        write_index(group, index)
         group.attrs[SCHEMA_ATTR] = schema.to_json_dict()  # last: its presence means "created"
         return cls(group, schema, path, writable=True)
 
@@ -260,7 +206,6 @@ class FeatureStore:
         if set(arrays) != expected:
             raise ValueError(f"write_shard needs arrays {sorted(expected)}, got {sorted(arrays)}")
         dtype = np.dtype(self.schema.layout.dtype)
-        crc = 0
         prepared = {}
         for name in self.array_names:
             arr = self.array(name)
@@ -271,7 +216,6 @@ class FeatureStore:
             if not all_finite(data):
                 raise ValueError(f"shard {shard} {name}: non-finite values; refusing to store them")
             prepared[name] = data
-            crc = zlib.crc32(data, crc)
         for name, data in prepared.items():
             direct = self._direct(name)
             if direct is not None:
@@ -280,14 +224,14 @@ class FeatureStore:
                 arr = self.array(name)
                 _delete_shard_file(arr, shard)
                 arr[start:stop] = data
-        self.group["done"][shard] = _DONE_BIT | crc
+        self.group["done"][shard] = done_marker(prepared.values())
 
     def read_shard(self, shard: int) -> dict[str, np.ndarray]:
         start, stop = self.shard_range(shard)
         return {name: self.array(name)[start:stop] for name in self.array_names}
 
     def _direct(self, name: str) -> ShardedRows | None:
-        """Direct shard-file access for arrays in the layout this module creates (see a4g.shards)."""
+        """Direct shard-file access for arrays in the layout this module creates (see a4g.store.shards)."""
         if name not in self._direct_rows:
             self._direct_rows[name] = open_rows(self.path, name)
         return self._direct_rows[name]
@@ -347,56 +291,22 @@ class FeatureStore:
         }
 
     def verify(self, check_values: bool = True) -> list[str]:
-        """Return a list of problems (empty = the store is complete and sound).
+        """Problems found by :func:`a4g.store.verify.verify_store` (empty = complete and sound)."""
+        return verify_store(self, check_values)
 
-        Checks: every shard done, array shapes match the schema, the fingerprint recomputes, and with
-        `check_values` every shard re-read, finite, and equal to the checksum its writer recorded.
-        """
-        problems: list[str] = []
-        for name, (frame_shape, _) in _frame_shapes(self.schema).items():
-            try:
-                arr = self.array(name)
-            except (StoreError, KeyError):
-                problems.append(f"array {name} is missing")
-                continue
-            want = (self.num_frames, *frame_shape)
-            if tuple(arr.shape) != want:
-                problems.append(f"array {name} has shape {tuple(arr.shape)}, schema says {want}")
-        stored_fp = self.group.attrs[SCHEMA_ATTR].get("fingerprint")
-        if stored_fp != self.schema.fingerprint:
-            problems.append(f"fingerprint {stored_fp} does not recompute ({self.schema.fingerprint})")
-        markers = self.group["done"][: self.num_shards]
-        for shard in range(self.num_shards):
-            if markers[shard] == 0:
-                problems.append(f"shard {shard} (frames {self.shard_range(shard)}) is not done")
-                continue
-            if not check_values or problems and problems[-1].startswith("array"):
-                continue
-            try:
-                data = self.read_shard(shard)
-            except Exception as err:  # a truncated or corrupt shard file raises from the codec
-                problems.append(f"shard {shard} cannot be read ({type(err).__name__}: {err})")
-                continue
-            crc = 0
-            for name in self.array_names:
-                if not all_finite(data[name]):
-                    problems.append(f"shard {shard} {name} holds NaN or Inf")
-                crc = zlib.crc32(np.ascontiguousarray(data[name]), crc)
-            if int(markers[shard]) != _DONE_BIT | crc:
-                problems.append(f"shard {shard} checksum differs from the one recorded when it was written")
-        return problems
+    @property
+    def stored_fingerprint(self) -> str | None:
+        """The fingerprint written next to the schema (verify checks that it recomputes)."""
+        return self.group.attrs[SCHEMA_ATTR].get("fingerprint")
+
+    def frame_shapes(self) -> dict[str, tuple[tuple[int, ...], tuple[int, ...]]]:
+        """Per-frame shape and inner-chunk shape of each array the schema asks for."""
+        return _frame_shapes(self.schema)
 
     def _check_arrays(self) -> None:
         missing = [n for n in [*self.array_names, "done"] if n not in self.group]
         if missing:
             raise StoreError(f"{self.path} lacks arrays {missing}; the store is damaged")
-
-
-def all_finite(data: np.ndarray) -> bool:
-    """No NaN or Inf. For float16 an exponent-bit test: numpy's isfinite on float16 is ~10x slower."""
-    if data.dtype == np.float16:
-        return not np.any((data.view(np.uint16) & 0x7C00) == 0x7C00)
-    return bool(np.isfinite(data).all())
 
 
 def _delete_shard_file(arr: zarr.Array, shard: int) -> None:
@@ -430,42 +340,12 @@ def schema_differences(a: StoreSchema, b: StoreSchema) -> list[str]:
     return out
 
 
-def _write_index(group: zarr.Group, index: VideoIndex) -> None:
-    sub = group.create_group("index")
-    for name, values in (("offset", index.offsets), ("length", index.lengths), ("label", index.labels)):
-        sub.create_array(name, shape=(len(values),), chunks=(max(1, len(values)),), dtype="int64")[:] = values
-    sub.attrs.update(
-        {
-            "ids": list(index.ids),
-            "paths": list(index.paths),
-            "classes": list(index.classes),
-            "skipped": [{"path": s.path, "reason": s.reason} for s in index.skipped],
-        }
-    )
-
-
-def _read_index(group: zarr.Group) -> VideoIndex:
-    sub = group["index"]
-    attrs = dict(sub.attrs)
-    index = VideoIndex(
-        ids=list(attrs["ids"]),
-        paths=list(attrs["paths"]),
-        labels=sub["label"][:],
-        lengths=sub["length"][:],
-        classes=list(attrs.get("classes", [])),
-        skipped=[SkippedVideo(**s) for s in attrs.get("skipped", [])],
-    )
-    if not np.array_equal(index.offsets, sub["offset"][:]):
-        raise StoreError("store index offsets disagree with lengths; the store is damaged")
-    return index
-
-
-def read_frames(array: zarr.Array, frames: Sequence[int] | np.ndarray) -> np.ndarray:
-    """Read rows `frames` of a store array (sorted, possibly strided) with one orthogonal selection."""
-    frames = np.asarray(frames, dtype=np.int64)
-    if frames.size and np.all(np.diff(frames) == 1):
-        return array[int(frames[0]) : int(frames[-1]) + 1]
-    return array.get_orthogonal_selection((frames,))
+def read_rows(array: zarr.Array, rows: Sequence[int] | np.ndarray) -> np.ndarray:
+    """Read rows `rows` of a store array (sorted, possibly strided) with one orthogonal selection."""
+    rows = np.asarray(rows, dtype=np.int64)
+    if rows.size and np.all(np.diff(rows) == 1):
+        return array[int(rows[0]) : int(rows[-1]) + 1]
+    return array.get_orthogonal_selection((rows,))
 
 
 def human_bytes(n: float | None) -> str:

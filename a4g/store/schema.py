@@ -15,6 +15,8 @@ from typing import Any, Literal
 
 from pydantic import BaseModel, ConfigDict, Field, ValidationError, model_validator
 
+from a4g.errors import SchemaError
+
 FORMAT_VERSION = 1
 """Bumped whenever the on-disk layout changes; readers refuse other versions."""
 
@@ -213,17 +215,13 @@ class StoreSchema(_Model):
         return schema
 
 
-class SchemaError(ValueError):
-    """A stored or requested schema is invalid or does not fit."""
-
-
-def describe_validation_error(err: ValidationError) -> str:
-    """One line per problem, each naming the dotted field path."""
+def describe_validation_error(err: ValidationError, what: str = "store schema") -> str:
+    """One line per problem, each naming the dotted field path (``what``: the record, for the prefix)."""
     lines = []
     for item in err.errors():
         field = ".".join(str(p) for p in item["loc"]) or "<schema>"
         lines.append(f"{field}: {item['msg']}")
-    return "invalid store schema: " + "; ".join(lines)
+    return f"invalid {what}: " + "; ".join(lines)
 
 
 def video_list_hash(entries: Iterable[tuple[str, int, int]]) -> str:

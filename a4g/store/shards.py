@@ -23,12 +23,14 @@ import google_crc32c
 import numpy as np
 from numcodecs import Zstd
 
+from a4g.errors import StoreError
+
 _EMPTY = np.iinfo(np.uint64).max  # index entry of a chunk that was never written
 _BYTES_LE = {"name": "bytes", "configuration": {"endian": "little"}}
 _DTYPES = {"float16": "<f2", "float32": "<f4", "int64": "<i8", "uint64": "<u8"}
 
 
-class ShardReadError(RuntimeError):
+class ShardReadError(StoreError):
     """A shard file is missing or damaged where a done shard should be."""
 
 
@@ -85,7 +87,6 @@ class ShardedRows:
         c0, c1 = cols or (0, self.num_cols)
         rows = np.asarray(rows, dtype=np.int64)
         out = np.empty((len(rows), *self.shape[1:-1], (c1 - c0) * self.col_width), self.dtype)
-        chunk_shape = self.inner[1:]
         shards = rows // self.rows_per_shard
         for shard in np.unique(shards):
             path = self._shard_path(int(shard))
@@ -107,11 +108,20 @@ class ShardedRows:
                     else:
                         pieces = [os.pread(fd, n, o) for o, n in entries.tolist()]
                     for k, piece in enumerate(pieces):
-                        data = np.frombuffer(self._zstd.decode(piece), self.dtype).reshape(chunk_shape)
-                        out[i, ..., k * self.col_width : (k + 1) * self.col_width] = data
+                        out[i, ..., k * self.col_width : (k + 1) * self.col_width] = self._decode(piece, path)
             finally:
                 os.close(fd)
         return out
+
+    def _decode(self, piece: bytes, path: Path) -> np.ndarray:
+        """One inner chunk. Chunks carry zstd's content checksum, so a damaged one fails here."""
+        try:
+            return np.frombuffer(self._zstd.decode(piece), self.dtype).reshape(self.inner[1:])
+        except (RuntimeError, ValueError) as err:
+            raise ShardReadError(
+                f"{path}: a chunk does not decode ({err}); the store is damaged "
+                "(run `a4g store verify` and re-extract the bad shards)"
+            ) from None
 
     def write_shard(self, shard: int, data: np.ndarray) -> None:
         """Write all rows of shard `shard` (``data``: [rows in this shard, *shape[1:]]) as one file.
