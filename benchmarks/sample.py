@@ -106,9 +106,11 @@ def run_steps(model, objective, args, batch: int, steps: int, device: torch.devi
     shape = (batch, args.frames, args.channels, args.latent, args.latent)
     gen = torch.Generator(device=device).manual_seed(0)
     y = torch.randint(0, args.classes, (batch,), device=device, generator=gen)
+    # one generator per video, as `a4g sample` draws them (video i depends only on (seed, i))
+    gens = [torch.Generator(device=device).manual_seed(i) for i in range(batch)]
     with torch.autocast(device.type, dtype=torch.bfloat16, enabled=device.type == "cuda"):
         return sample(
-            model, objective, shape, sampler="ddpm", steps=steps, y=y, cfg_scale=args.cfg, generator=gen
+            model, objective, shape, sampler="ddpm", steps=steps, y=y, cfg_scale=args.cfg, generator=gens
         )
 
 

@@ -15,6 +15,7 @@ from pathlib import Path
 
 import pytest
 import torch
+from conftest import check_one_error_line
 from typer.testing import CliRunner
 
 from a4g.cli import app
@@ -111,14 +112,6 @@ CASES = [
     ("fid", ["--inception", "{p}/text.txt"], "--inception"),
     ("fid", ["--seed", "-1"], "--seed"),
 ]
-
-
-def check_one_error_line(code: int, stderr: str, needle: str) -> None:
-    assert code == 2, stderr
-    assert "Traceback" not in stderr
-    assert stderr.startswith("error: "), stderr
-    assert stderr.count("error:") == 1, stderr
-    assert needle in stderr.splitlines()[0], stderr
 
 
 @pytest.mark.parametrize(("cmd", "bad", "needle"), CASES, ids=[f"{c}{' '.join(b)}" for c, b, _ in CASES])

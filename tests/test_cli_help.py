@@ -33,12 +33,22 @@ FLAGS_BEFORE = {
     "store verify": "--quick",
 }
 ADDED = {
-    "train": "--learn-sigma",  # TrainConfig.learn_sigma (DiT's learned variance) needs a flag
+    "train": "--learn-sigma"  # TrainConfig.learn_sigma (DiT's learned variance) needs a flag
+    # issue 13: weights to start from, Latte's clip schedule, a config file, trackers, a bar, retention
+    " --init-from --init-layout --clip-after --config --report-to --progress --no-progress --keep-last"
+    # issue 10: resume past an unreadable RNG state file
+    " --force",
     "iicr": "--no-random-init",  # --random-init is one shared option now, spelled as extract always had it
+    # issue 11: a bar; --num-videos because torchrun's argparse takes --num for its --numa-binding
+    "sample": "--progress --no-progress --num-videos",
+    "eval fvd": "--real-stride --real-stats",  # issue 11: Latte's real-clip stride, cached real statistics
+    "eval fid": "--real-stride --real-stats",
+    "extract": "--target-dtype",  # issue 12: int8 targets
+    "store verify": "--repair --progress --no-progress",  # issue 12: repair; a bar for the full re-read
 }
 REQUIRED_BEFORE = {
     "extract": {"--dataset", "--out", "--vae"},
-    "train": {"--features", "--out"},
+    "train": {"--out"},  # --features may come from --config or, with --resume, from the run's record
     "sample": {"--run", "--out", "--vae"},
     "iicr": {"--dataset", "--out"},
     "eval fvd": {"--real", "--fake"},
@@ -46,6 +56,18 @@ REQUIRED_BEFORE = {
     "store info": {"store"},
     "store verify": {"store"},
 }
+# Commands added since the capture, each on purpose: (flags, required flags).
+NEW_COMMANDS = {
+    "eval curve": (  # issue 11: FVD against training step over runs
+        "--allow-fewer --batch-size --cfg --class --data-root --device --ema --fid --fold --frames --i3d "
+        "--inception --no-ema --no-progress --num --num-videos --num-workers --out --progress --real "
+        "--real-start --real-stride --runs --sampler --seed --size --split --steps --vae",
+        {"--runs", "--real", "--out", "--vae"},
+    ),
+    "store compare": ("--json --progress --no-progress", {"a", "b"}),  # issue 12: two stores side by side
+}
+FLAGS_BEFORE.update({name: flags for name, (flags, _) in NEW_COMMANDS.items()})
+REQUIRED_BEFORE.update({name: required for name, (_, required) in NEW_COMMANDS.items()})
 DEFAULTS_BEFORE = {
     "extract": {"--encoders": "dinov2_vitb14,sam2.1_hiera_b+", "--size": 256, "--every": 1, "--hflip": False,
                 "--shard-frames": 256, "--batch": 64, "--device": "auto", "--num-workers": 4, "--sam-res": 1024,

@@ -11,6 +11,7 @@ import pytest
 
 from a4g.cli.options import build, default, unwritable_dir
 from a4g.extract.config import ExtractConfig
+from a4g.metrics.curve import CurveRequest
 from a4g.metrics.evaluate import FIDRequest, FVDRequest
 from a4g.metrics.iicr_run import IICRRequest
 from a4g.train.config import TrainConfig
@@ -23,6 +24,7 @@ REQUIRED = {
     FVDRequest: {"real": "demo", "fake": Path("videos")},
     FIDRequest: {"real": "demo", "fake": Path("videos")},
     IICRRequest: {"dataset": "demo", "out": Path("iicr")},
+    CurveRequest: {"runs": ("a", "b"), "real": "demo", "out": Path("curve"), "vae": "tiny"},
 }
 
 

@@ -9,7 +9,6 @@ from pathlib import Path
 import numpy as np
 import pytest
 import torch
-from torch import nn
 from typer.testing import CliRunner
 
 from a4g.cli import app
@@ -70,32 +69,6 @@ def random_i3d(tmp_path_factory) -> Path:
     path = tmp_path_factory.mktemp("i3d") / "i3d_random.npz"
     np.savez(path, **arrays)
     return path
-
-
-class MeanI3D(nn.Module):
-    """StyleGAN-V TorchScript calling convention; features = per-channel means and spread."""
-
-    def forward(
-        self, x: torch.Tensor, rescale: bool = True, resize: bool = True, return_features: bool = True
-    ) -> torch.Tensor:
-        v = x.float()
-        return torch.cat([v.mean(dim=(2, 3, 4)), v.std(dim=(2, 3, 4))], dim=1)
-
-
-class MeanInception(nn.Module):
-    """fid-helper calling convention (float [N, 3, 299, 299]); features = 2x2 pooled colours."""
-
-    def forward(self, x: torch.Tensor) -> torch.Tensor:
-        return nn.functional.adaptive_avg_pool2d(x, 2).flatten(1)
-
-
-@pytest.fixture(scope="module")
-def standins(tmp_path_factory) -> dict[str, Path]:
-    root = tmp_path_factory.mktemp("standins")
-    paths = {"i3d": root / "i3d_torchscript.pt", "inception": root / "inception.pt"}
-    torch.jit.script(MeanI3D()).save(str(paths["i3d"]))
-    torch.jit.script(MeanInception()).save(str(paths["inception"]))
-    return paths
 
 
 def test_fvd_self_is_zero_other_is_not(videos, random_i3d):

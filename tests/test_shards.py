@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+import json
 import shutil
 from pathlib import Path
 
@@ -11,7 +12,8 @@ from conftest import LENGTHS, shard_data
 
 from a4g.store import FeatureStore, ShardReadError, StoreError
 from a4g.store.fake import make_index, make_schema
-from a4g.store.shards import ShardedRows, open_rows
+from a4g.store.location import StoreLocation
+from a4g.store.shards import ShardedRows, TensorstoreRows, open_rows, worker_start_method
 
 NAMES = ["latents", "targets", "latents_flip", "targets_flip"]
 
@@ -124,3 +126,48 @@ def test_other_layouts_are_declined(tmp_path: Path):
     (tmp_path / "targets").mkdir()
     (tmp_path / "targets" / "zarr.json").write_text('{"zarr_format": 3, "codecs": [{"name": "blosc"}]}')
     assert open_rows(tmp_path, "targets") is None
+
+
+# ---- the two backends: tensorstore (object stores) and the direct files (local) agree -------------------
+
+
+def _tensorstore_rows(store: FeatureStore, name: str) -> TensorstoreRows:
+    directory = Path(store.path) / name
+    meta = json.loads((directory / "zarr.json").read_text())
+    return TensorstoreRows(StoreLocation("file", path=directory), meta)
+
+
+@pytest.mark.parametrize("name", NAMES)
+def test_tensorstore_reads_what_the_direct_writer_wrote(full_store: FeatureStore, name: str):
+    rows = np.random.default_rng(3).integers(0, full_store.num_frames, size=30)  # any order, repeats
+    np.testing.assert_array_equal(
+        _tensorstore_rows(full_store, name).read(rows), open_rows(full_store.path, name).read(rows)
+    )
+    if name.startswith("targets"):
+        np.testing.assert_array_equal(
+            _tensorstore_rows(full_store, name).read(rows, (1, 3)),
+            open_rows(full_store.path, name).read(rows, (1, 3)),
+        )
+
+
+def test_both_writers_write_the_same_bytes(full_store: FeatureStore, tmp_path: Path):
+    data = shard_data(full_store, 2, seed=9)["targets"]
+    direct_file = _shard_file(full_store, "targets", 2)
+    open_rows(full_store.path, "targets").write_shard(2, data)
+    by_direct = direct_file.read_bytes()
+    _tensorstore_rows(full_store, "targets").write_shard(2, data)
+    assert direct_file.read_bytes() == by_direct  # one format, so a store may move between backends
+    np.testing.assert_array_equal(open_rows(full_store.path, "targets").read(np.arange(8, 12)), data)
+    np.testing.assert_array_equal(full_store.array("targets")[8:12], data)  # and zarr-python reads it
+
+
+def test_tensorstore_refuses_a_missing_shard_instead_of_nan(full_store: FeatureStore):
+    _shard_file(full_store, "latents", 1).unlink()
+    with pytest.raises(ShardReadError, match="damaged or incomplete"):
+        _tensorstore_rows(full_store, "latents").read(np.array([5]))
+
+
+def test_worker_start_method_spawns_only_for_object_stores(tmp_path: Path):
+    assert worker_start_method(tmp_path) is None  # local: forked workers read files directly
+    assert worker_start_method("file:///data/store") is None
+    assert worker_start_method("s3://bucket/store") == "spawn"  # tensorstore aborts a forked child

@@ -100,8 +100,11 @@ def test_open_errors(tmp_path: Path):
     (tmp_path / "plain" / "file.txt").write_text("hi")
     with pytest.raises(StoreError, match="not an a4g feature store"):
         FeatureStore.open(tmp_path / "plain")
-    zarr.open_group(tmp_path / "bare", mode="w")
+    zarr.open_group(tmp_path / "foreign", mode="w").attrs["something"] = "else"
     with pytest.raises(StoreError, match="no a4g schema"):
+        FeatureStore.open(tmp_path / "foreign")
+    zarr.open_group(tmp_path / "bare", mode="w")  # all an interrupted creation may have written
+    with pytest.raises(StoreError, match="creation of this store was interrupted; rerun"):
         FeatureStore.open(tmp_path / "bare")
 
 
@@ -160,3 +163,134 @@ def test_two_processes_writing_different_shards_is_bit_exact(tmp_path: Path):
     assert multi.verify() == []
     for name in multi.array_names:
         np.testing.assert_array_equal(multi.array(name)[:], single.array(name)[:])
+
+
+# ---- nothing lost: --out handling, the creation window, temporary files, one writer per rank -----------
+
+
+def _schema_and_index():
+    return make_schema(LENGTHS), make_index(LENGTHS)
+
+
+def test_existing_empty_folder_keeps_its_permissions_and_identity(tmp_path: Path):
+    out = tmp_path / "private"
+    out.mkdir(mode=0o750)
+    out.chmod(0o750)  # whatever the umask
+    before = out.stat()
+    FeatureStore.open_or_create(out, *_schema_and_index())
+    after = out.stat()
+    assert (after.st_mode, after.st_ino) == (before.st_mode, before.st_ino)  # not deleted and recreated
+
+
+def test_symlinked_and_current_folder_are_used_in_place(tmp_path: Path, monkeypatch):
+    target = tmp_path / "target"
+    target.mkdir()
+    (tmp_path / "link").symlink_to(target)
+    FeatureStore.open_or_create(tmp_path / "link", *_schema_and_index())
+    assert (tmp_path / "link").is_symlink() and (target / "zarr.json").is_file()
+    here = tmp_path / "here"
+    here.mkdir()
+    monkeypatch.chdir(here)
+    store = FeatureStore.open_or_create(".", *_schema_and_index())
+    assert (here / "zarr.json").is_file() and Path.cwd() == here and store.uri == str(here.resolve())
+
+
+def test_out_that_is_a_file_or_holds_other_things_is_refused(tmp_path: Path):
+    (tmp_path / "file").write_text("not a folder")
+    with pytest.raises(StoreError, match="is a file, not a folder"):
+        FeatureStore.open_or_create(tmp_path / "file", *_schema_and_index())
+    (tmp_path / "busy").mkdir()
+    (tmp_path / "busy" / "notes.txt").write_text("mine")
+    with pytest.raises(StoreError, match="exists and is not empty"):
+        FeatureStore.open_or_create(tmp_path / "busy", *_schema_and_index())
+    assert (tmp_path / "busy" / "notes.txt").read_text() == "mine"
+
+
+class Killed(BaseException):
+    """Stands for SIGKILL at a write point: nothing after it runs (no `except Exception` catches it)."""
+
+
+def test_kill_in_the_creation_window_resumes(tmp_path: Path, monkeypatch):
+    import a4g.store.feature_store as fs
+
+    out = tmp_path / "store"
+    schema, index = _schema_and_index()
+
+    def killed(*args, **kwargs):
+        raise Killed
+
+    with monkeypatch.context() as m:
+        m.setattr(fs, "write_index", killed)  # arrays made, index and schema not yet
+        with pytest.raises(Killed):
+            FeatureStore.open_or_create(out, schema, index, writer_rank=0)
+    (out / "zarr.0123abcd.partial").write_bytes(b"{")  # a root rewrite killed mid-write by zarr's store
+    with pytest.raises(StoreError, match="creation of this store was interrupted; rerun"):
+        FeatureStore.open(out)
+    store = FeatureStore.open_or_create(out, schema, index, writer_rank=0)  # the same command resumes
+    store.close()
+    assert store.schema.fingerprint == schema.fingerprint and store.index.ids == index.ids
+    assert store.done_shards() == [] and not list(out.rglob("*.partial"))
+
+
+def test_killed_marker_write_leaves_no_partial_after_the_next_run(empty_store: FeatureStore):
+    s = empty_store
+    s.write_shard(1, shard_data(s, 1))
+    s.group["done"][1] = 0  # killed after its temporary file, before the rename: marker absent...
+    leftover = Path(s.path) / "done" / "c" / "1.5f3c0ffee5f3c0ffee5f3c0ffee5f3c0f.partial"
+    leftover.write_bytes(b"\x00" * 8)  # ...and zarr's temporary file left behind
+    assert s.done_shards() == []
+    s.write_shard(1, shard_data(s, 1))  # the next run redoes the shard
+    assert s.done_shards() == [1] and not list(Path(s.path).rglob("*.partial"))
+
+
+def test_shard_cleanup_spares_a_live_writers_temporary_file(empty_store: FeatureStore):
+    import socket
+    import subprocess
+    import sys
+
+    shard_dir = Path(empty_store.path) / "targets" / "c" / "0" / "0"
+    shard_dir.mkdir(parents=True)
+    live = subprocess.Popen([sys.executable, "-c", "import time; time.sleep(60)"])
+    dead = subprocess.run(
+        [sys.executable, "-c", "import os; print(os.getpid())"], capture_output=True, text=True
+    )
+    host = socket.gethostname()
+    try:
+        mine = shard_dir / f".0.{host}.{live.pid}.partial"
+        gone = shard_dir / f".0.{host}.{int(dead.stdout)}.partial"
+        mine.write_bytes(b"being written")
+        gone.write_bytes(b"half a shard")
+        empty_store.write_shard(0, shard_data(empty_store, 0))
+        assert mine.exists() and not gone.exists()
+    finally:
+        live.kill()
+        live.wait()
+
+
+def test_one_writer_per_rank(tmp_path: Path):
+    import signal
+    import subprocess
+    import sys
+
+    from a4g.store.lock import acquire_writer
+
+    out = tmp_path / "store"
+    hold = "import sys, time; from a4g.store.lock import acquire_writer; acquire_writer(sys.argv[1], 0); print('held', flush=True); time.sleep(60)"
+    holder = subprocess.Popen([sys.executable, "-c", hold, str(out)], stdout=subprocess.PIPE, text=True)
+    try:
+        assert holder.stdout.readline().strip() == "held"
+        with pytest.raises(StoreError) as err:
+            FeatureStore.open_or_create(out, *_schema_and_index(), writer_rank=0)
+        assert str(out.resolve()) in str(err.value) and "rank 0" in str(err.value)
+        assert f"pid {holder.pid} on" in str(err.value)
+        FeatureStore.open_or_create(out, *_schema_and_index(), writer_rank=1).close()  # another rank: fine
+    finally:
+        holder.send_signal(signal.SIGKILL)
+        holder.wait()
+    with FeatureStore.open_or_create(
+        out, *_schema_and_index(), writer_rank=0
+    ) as store:  # the kernel freed it
+        with pytest.raises(StoreError, match="already being written"):
+            acquire_writer(out, 0)
+        store.write_shard(0, shard_data(store, 0))
+    acquire_writer(out, 0).release()  # closed: free again

@@ -19,16 +19,28 @@ Multi-process launchers run the same CLI as a module: ``torchrun --nproc_per_nod
 
 from __future__ import annotations
 
-import importlib
 import os
-from typing import Any, NamedTuple, NoReturn
+import sys
 
 os.environ.setdefault("HF_HUB_OFFLINE", "1")  # nothing may download at run time
 
-import typer  # noqa: E402
-from typer.core import TyperCommand, TyperGroup  # noqa: E402
+INTERRUPTED = (
+    "interrupted; `a4g extract`, `a4g train` and `a4g sample` resume when the same command is run again"
+)
 
-from a4g.errors import A4GError  # noqa: E402
+# Ctrl-C lands wherever start-up is; every place it can land ends in the same one line and exit 130:
+# these imports (~0.1 s), click's parsing (`make_context`), the command (`invoke`) and `main`.
+try:
+    import importlib
+    from typing import Any, NamedTuple, NoReturn
+
+    import typer
+    from typer.core import TyperCommand, TyperGroup
+
+    from a4g.errors import A4GError
+except KeyboardInterrupt:
+    sys.stderr.write(f"error: {INTERRUPTED}\n")
+    raise SystemExit(130) from None
 
 
 class Entry(NamedTuple):
@@ -87,13 +99,19 @@ class A4GGroup(TyperGroup):
         name, _, rest = super().resolve_command(ctx, args)  # unknown names fail here, with suggestions
         return name, load_command(name), rest
 
+    def make_context(self, *args: Any, **kwargs: Any) -> typer.Context:
+        try:
+            return super().make_context(*args, **kwargs)
+        except KeyboardInterrupt:  # typer would exit 130 without a word
+            _fail(INTERRUPTED, 130)
+
     def invoke(self, ctx: typer.Context) -> Any:
         try:
             return super().invoke(ctx)
         except A4GError as err:
             _fail(str(err), err.exit_code)
         except KeyboardInterrupt:
-            _fail("interrupted; `a4g extract` and `a4g train` resume when the same command is run again", 130)
+            _fail(INTERRUPTED, 130)
         except Exception as err:  # click's own usage errors: unknown flag, value out of range, ...
             if not _is_usage_error(err):
                 raise
@@ -139,4 +157,8 @@ def _root() -> None:
 
 def main() -> None:
     """Console entry point (`a4g`) and `python -m a4g.cli`."""
-    app(prog_name="a4g")
+    try:
+        app(prog_name="a4g")
+    except KeyboardInterrupt:  # while typer builds the command, before parsing starts
+        sys.stderr.write(f"error: {INTERRUPTED}\n")
+        raise SystemExit(130) from None

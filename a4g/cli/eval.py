@@ -1,4 +1,5 @@
-"""`a4g eval fvd` and `a4g eval fid`: one Fréchet evaluation (`a4g.metrics.evaluate`), two detectors.
+"""`a4g eval fvd`, `a4g eval fid` and `a4g eval curve`: one Fréchet evaluation (`a4g.metrics.evaluate`),
+two detectors, and the FVD-against-step experiment over runs (`a4g.metrics.curve`).
 
 Real clips come from the same dataset sources and frame preprocessing as `a4g extract`, so
 evaluation sees exactly the pixels training saw. See docs/metrics.md.
@@ -16,6 +17,7 @@ from a4g.cli.options import (
     DATA,
     HARDWARE,
     MODEL,
+    OUTPUT,
     PROTOCOL,
     DataRootOpt,
     DeviceOpt,
@@ -25,9 +27,23 @@ from a4g.cli.options import (
     ProgressOpt,
     SeedOpt,
     SplitOpt,
+    VaeOpt,
     build,
+    check_out_dir,
+    check_unique_list,
     default,
 )
+from a4g.cli.train import (
+    RANDOM_CLASS,
+    ClassOpt,
+    GuidanceOpt,
+    SampleBatchOpt,
+    SampleFramesOpt,
+    SamplerOpt,
+    SampleStepsOpt,
+    UseEmaOpt,
+)
+from a4g.metrics.curve import CurveRequest, CurveResult
 from a4g.metrics.evaluate import EvalRequest, EvalResult, FIDRequest, FVDRequest
 
 app = typer.Typer(
@@ -89,6 +105,27 @@ RealStartOpt = Annotated[
         rich_help_panel=PROTOCOL,
     ),
 ]
+RealStrideOpt = Annotated[
+    int | None,
+    typer.Option(
+        "--real-stride",
+        min=1,
+        help="Source frames between the frames of a real clip. Default: the training stride of the run the "
+        "samples came from (their samples.json) when --real is that run's dataset, else 1. 1 is StyleGAN-V's "
+        "protocol (consecutive frames); 3 matches Latte's UCF-101 numbers (real clips every 3rd frame).",
+        rich_help_panel=PROTOCOL,
+    ),
+]
+RealStatsOpt = Annotated[
+    Path | None,
+    typer.Option(
+        "--real-stats",
+        help="Cache of the real side's mean/covariance (.npz): made on the first run, reused after; a file "
+        "made under another protocol is refused, naming the field. An existing folder keeps one file per "
+        "protocol.",
+        rich_help_panel=PROTOCOL,
+    ),
+]
 ClipsNumOpt = Annotated[
     int,
     typer.Option(
@@ -142,6 +179,8 @@ def fvd(
     size: EvalSizeOpt = default(FVDRequest, "size"),
     seed: SeedOpt = default(FVDRequest, "seed"),
     real_start: RealStartOpt = default(FVDRequest, "real_start"),
+    real_stride: RealStrideOpt = default(FVDRequest, "real_stride"),
+    real_stats: RealStatsOpt = default(FVDRequest, "real_stats"),
     allow_fewer: AllowFewerOpt = default(FVDRequest, "allow_fewer"),
     detector: I3DOpt = default(FVDRequest, "detector"),
     batch_size: ClipBatchOpt = default(FVDRequest, "batch_size"),
@@ -152,7 +191,7 @@ def fvd(
 ) -> None:
     """Fréchet Video Distance with StyleGAN-V's fvd2048_16f protocol (I3D Kinetics-400 logits).
 
-    Real: one window of --frames consecutive frames per video (videos drawn in a seeded order, seeded start); generated: the first --frames frames of each video. Both squared to --size like training.
+    Real: one window of --frames frames, --real-stride apart, per video (videos drawn in a seeded order, seeded start); generated: the first --frames frames of each video (exactly the files of its samples.json when it has one). Both squared to --size like training.
     """
     _report(build(FVDRequest, locals()), as_json)
 
@@ -169,6 +208,8 @@ def fid(
     size: EvalSizeOpt = default(FIDRequest, "size"),
     seed: SeedOpt = default(FIDRequest, "seed"),
     real_start: RealStartOpt = default(FIDRequest, "real_start"),
+    real_stride: RealStrideOpt = default(FIDRequest, "real_stride"),
+    real_stats: RealStatsOpt = default(FIDRequest, "real_stats"),
     allow_fewer: AllowFewerOpt = default(FIDRequest, "allow_fewer"),
     detector: InceptionOpt = default(FIDRequest, "detector"),
     batch_size: FrameBatchOpt = default(FIDRequest, "batch_size"),
@@ -199,4 +240,108 @@ def format_result(r: EvalResult, req: EvalRequest) -> str:
     else:
         counts = f"per-frame: {r.num_real} real frames from {req.real}, {r.num_fake} generated frames from {r.fake}"
         shape = f"{r.size} px"
-    return f"{r.metric.upper()} {r.score:.3f}  ({counts}, {shape}, seed {r.seed})"
+    stride = f"real stride {r.real['stride']} ({r.real['stride_from']})"
+    return f"{r.metric.upper()} {r.score:.3f}  ({counts}, {shape}, {stride}, seed {r.seed})"
+
+
+# ------------------------------------------------------------------------------------------ curve
+
+RunsOpt = Annotated[
+    str,
+    typer.Option(
+        "--runs",
+        help="Comma-separated run directories (e.g. the λ=0 and λ=0.5 runs); every checkpoint of each is scored.",
+        callback=check_unique_list,
+        rich_help_panel=DATA,
+    ),
+]
+CurveOutOpt = Annotated[
+    Path,
+    typer.Option(
+        "--out",
+        help="Folder for curve.json, curve.png, samples/<run>/step_N (reused by a re-run) and real_stats/.",
+        callback=check_out_dir,
+        rich_help_panel=OUTPUT,
+    ),
+]
+CurveNumOpt = Annotated[
+    int,
+    typer.Option(
+        "--num",
+        "--num-videos",
+        min=2,
+        help="Videos sampled per checkpoint = FVD clips per side (FID uses every frame of them).",
+        rich_help_panel=PROTOCOL,
+    ),
+]
+CurveSizeOpt = Annotated[
+    int | None,
+    typer.Option(
+        "--size",
+        min=1,
+        help="Square side both sides are scored at (default: the runs' frame size).",
+        rich_help_panel=PROTOCOL,
+    ),
+]
+WithFidOpt = Annotated[
+    bool,
+    typer.Option("--fid", help="Also score per-frame FID at every checkpoint.", rich_help_panel=PROTOCOL),
+]
+
+
+@app.command("curve")
+def curve(
+    runs: RunsOpt,
+    real: RealOpt,
+    out: CurveOutOpt,
+    vae: VaeOpt,
+    data_root: DataRootOpt = default(CurveRequest, "data_root"),
+    split: SplitOpt = default(CurveRequest, "split"),
+    fold: FoldOpt = default(CurveRequest, "fold"),
+    num: CurveNumOpt = default(CurveRequest, "num"),
+    frames: SampleFramesOpt = default(CurveRequest, "frames"),
+    size: CurveSizeOpt = default(CurveRequest, "size"),
+    fid: WithFidOpt = default(CurveRequest, "fid"),
+    real_start: RealStartOpt = default(CurveRequest, "real_start"),
+    real_stride: RealStrideOpt = default(CurveRequest, "real_stride"),
+    allow_fewer: AllowFewerOpt = default(CurveRequest, "allow_fewer"),
+    ema: UseEmaOpt = default(CurveRequest, "ema"),
+    class_id: ClassOpt = RANDOM_CLASS,
+    guidance: GuidanceOpt = default(CurveRequest, "guidance"),
+    sampler: SamplerOpt = default(CurveRequest, "sampler"),
+    steps: SampleStepsOpt = default(CurveRequest, "steps"),
+    seed: SeedOpt = default(CurveRequest, "seed"),
+    batch_size: SampleBatchOpt = default(CurveRequest, "batch_size"),
+    i3d: I3DOpt = default(CurveRequest, "i3d"),
+    inception: InceptionOpt = default(CurveRequest, "inception"),
+    device: DeviceOpt = default(CurveRequest, "device"),
+    num_workers: NumWorkersOpt = default(CurveRequest, "num_workers"),
+    progress: ProgressOpt = default(CurveRequest, "progress"),
+) -> None:
+    """FVD (and FID) against training step: sample --num videos from every checkpoint of every run, score them.
+
+    Writes OUT/curve.json ({"runs": {RUN: [{"step", "fvd", "fid"}, ...]}}) and OUT/curve.png (one line per
+    run, λ in the legend). Samples and the real statistics are kept in OUT, so a re-run reuses them.
+    """
+    from a4g.metrics.curve import run_curve
+
+    typer.echo(format_curve(run_curve(build(CurveRequest, locals()), echo=typer.echo)))
+
+
+def format_curve(r: CurveResult) -> str:
+    """A table per run (step, FVD, FID) and where the files are."""
+    lines = []
+    for name, points in r.runs.items():
+        lines.append(f"{name} (λ={r.lambdas[name]:g})")
+        for p in points:
+            fid = "" if p.fid is None else f"  FID {p.fid:9.3f}"
+            lines.append(f"  step {p.step:>8}  FVD {p.fvd:9.3f}{fid}")
+        if len(points) > 1:
+            first, last = points[0], points[-1]
+            trend = "lower" if last.fvd < first.fvd else "NOT lower"
+            lines.append(
+                f"  FVD at the last checkpoint (step {last.step}) {last.fvd:.3f} vs the first (step {first.step}) "
+                f"{first.fvd:.3f}: {trend}"
+            )
+    lines.append(f"wrote {r.json_path} and {r.png_path}")
+    return "\n".join(lines)

@@ -2,7 +2,6 @@
 
 from __future__ import annotations
 
-from pathlib import Path
 from typing import Annotated
 
 import typer
@@ -28,20 +27,22 @@ from a4g.cli.options import (
     WeightsDirOpt,
     WeightsOpt,
     build,
-    check_out_dir,
+    check_store_location,
     check_unique_list,
     default,
 )
-from a4g.extract.config import ExtractConfig
+from a4g.extract.config import ExtractConfig, TargetDtype
 
 app = typer.Typer(add_completion=False)
 
 StoreOutOpt = Annotated[
-    Path,
+    str,
     typer.Option(
         "--out",
-        callback=check_out_dir,
-        help="Store directory to create, or to resume if it holds the same configuration.",
+        callback=check_store_location,
+        help="Store to create, or to resume if it holds the same configuration: a local folder, or "
+        "file://, s3://BUCKET/PREFIX, gs://BUCKET/PREFIX (credentials and endpoint from the usual AWS_* / "
+        "Google variables, e.g. AWS_ENDPOINT_URL for an S3-compatible server).",
         rich_help_panel=OUTPUT,
     ),
 ]
@@ -90,6 +91,15 @@ ShardFramesOpt = Annotated[
         rich_help_panel=OUTPUT,
     ),
 ]
+TargetDtypeOpt = Annotated[
+    TargetDtype,
+    typer.Option(
+        "--target-dtype",
+        help="How encoder targets are stored: float16, or int8 with one float16 scale per token and encoder "
+        "(0.5x the target bytes, cosine to float16 >= 0.9999 measured; training dequantizes on its device).",
+        rich_help_panel=OUTPUT,
+    ),
+]
 BatchOpt = Annotated[
     int, typer.Option("--batch", min=1, help="Frames per model batch.", rich_help_panel=HARDWARE)
 ]
@@ -123,6 +133,7 @@ def extract(
     sam_output: SamOutputOpt = default(ExtractConfig, "sam_output"),
     out: StoreOutOpt,
     shard_frames: ShardFramesOpt = default(ExtractConfig, "shard_frames"),
+    target_dtype: TargetDtypeOpt = default(ExtractConfig, "target_dtype"),
     dry_run: DryRunOpt = default(ExtractConfig, "dry_run"),
     progress: ProgressOpt = default(ExtractConfig, "progress"),
     device: DeviceOpt = default(ExtractConfig, "device"),

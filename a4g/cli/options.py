@@ -78,6 +78,26 @@ def build(config: type[T], params: Mapping[str, Any]) -> T:
     return config(**kwargs)
 
 
+def given(config: type, params: Mapping[str, Any], ctx: typer.Context) -> dict[str, Any]:
+    """The fields whose flags were set on the command line (not left at their defaults), as field types.
+
+    What a ``--config`` file or a resumed run's record may fill in must not be overwritten by a
+    default: click's ``get_parameter_source`` tells a typed ``--steps 400000`` from the default.
+    """
+    hints = typing.get_type_hints(config)
+    return {
+        f.name: _convert(params[f.name], hints[f.name])
+        for f in dataclasses.fields(config)
+        if f.init and f.name in params and not _from_default(ctx, f.name)
+    }
+
+
+def _from_default(ctx: typer.Context, name: str) -> bool:
+    # By name: typer may vendor its own click, whose ParameterSource is another enum than click's.
+    source = ctx.get_parameter_source(name)
+    return source is None or source.name in ("DEFAULT", "DEFAULT_MAP")
+
+
 def _unset(value: Any, hint: Any) -> bool:
     """None for a field that cannot hold None (e.g. no --weights for a dict): the field's default."""
     return value is None and _without_none(hint) is hint
@@ -142,6 +162,20 @@ def check_out_dir(param: typer.CallbackParam, value: Path | None) -> Path | None
     """An output folder must be a folder (or creatable) in a place this process can write."""
     if value is not None and (problem := unwritable_dir(value)):
         raise ConfigError(f"{param.opts[0]} {value}: {problem}")
+    return value
+
+
+def check_store_location(param: typer.CallbackParam, value: str | None) -> str | None:
+    """A feature store location: a local path, or a file://, s3:// or gs:// URI (a4g.store.location);
+    an ``--out`` folder must also be writable. Typed ``str``: pathlib would turn s3://b into s3:/b."""
+    if value is None:
+        return value
+    from a4g.store.location import parse_location
+
+    flag = param.opts[0] if param.opts and param.opts[0].startswith("-") else (param.name or "store").upper()
+    location = parse_location(value, flag)
+    if location.is_local and param.name == "out" and (problem := unwritable_dir(location.path)):
+        raise ConfigError(f"{flag} {value}: {problem}")
     return value
 
 
@@ -227,8 +261,9 @@ VaeOpt = Annotated[
     str | None,
     typer.Option(
         "--vae",
-        help="VAE: a local diffusers AutoencoderKL directory (sd-vae-ft-ema layout), or 'tiny' (random-init, "
-        "for tests). train and sample need the store's VAE.",
+        help="VAE: a local diffusers AutoencoderKL directory (sd-vae-ft-ema layout), a Hugging Face repo id "
+        "already in the local cache (e.g. stabilityai/sd-vae-ft-ema; nothing downloads), or 'tiny' "
+        "(random-init, for tests). train and sample need the store's VAE.",
         rich_help_panel=MODEL,
     ),
 ]

@@ -12,10 +12,18 @@ Outputs (``sam_output``):
 
 Resolution: the Hiera position embedding is interpolated to the input grid on every call and windowed
 attention pads, so any side that is a multiple of 32 works (``sam_res``; 1024 is SAM2's own).
+
+``torch.compile``: the neck's sine position encoding keeps a Python dict cache that it fills on its
+first call for a grid size. Filled inside the first compiled call, the dict no longer matched the
+guards dynamo had recorded (``not ___dict_contains((2, 2), ...position_encoding.cache)`` in
+``TORCH_LOGS=recompiles``), so the second call compiled the whole Hiera again (about a minute for
+Hiera-B+ on a GPU node). :meth:`Sam2HieraEncoder.forward` fills it eagerly, on the input's device,
+before any compiled call: one compile (tests/test_compile.py counts them).
 """
 
 from __future__ import annotations
 
+import inspect
 from pathlib import Path
 
 import safetensors.torch
@@ -32,6 +40,14 @@ _MEAN, _STD = (0.485, 0.456, 0.406), (0.229, 0.224, 0.225)  # sam2.utils.transfo
 
 
 class Sam2HieraEncoder(FrozenEncoder):
+    @torch.no_grad()
+    def forward(self, frames: torch.Tensor) -> torch.Tensor:
+        """uint8 [B, 3, S, S] -> native tokens [B, gh*gw, C]; the position cache is filled first (eager)."""
+        x = self.preprocess(frames)
+        if self.spec.output == "vision_features":  # the trunk outputs never reach the neck's encoding
+            fill_position_cache(self.model.neck, x.shape[-1], x.device)
+        return self._encode(x)
+
     def encode_preprocessed(self, x: torch.Tensor) -> torch.Tensor:
         output = self.spec.output
         if output == "vision_features":
@@ -41,14 +57,38 @@ class Sam2HieraEncoder(FrozenEncoder):
         return features.flatten(2).transpose(1, 2)
 
 
+def fill_position_cache(neck: nn.Module, side: int, device: torch.device) -> None:
+    """Put the sine position encoding of every neck level of a `side`-pixel input in its cache, on `device`.
+
+    Level i of the neck has stride 4 * 2**i (Hiera's stride-4 patch embedding, then one 2x pooling
+    per stage), so its grid is side / (4 * 2**i) (``sam_res`` is a multiple of 32). An entry on
+    another device is replaced: kept, the compiled graph would copy it to the input's device on
+    every call (64 MB at the stride-4 level of a 1024 px Hiera-B+ input).
+    """
+    encoding = neck.position_encoding
+    for level in range(len(neck.convs)):
+        grid = side // (4 * 2**level)
+        cached = encoding.cache.get((grid, grid))
+        if cached is None or cached.device != device:
+            encoding.cache.pop((grid, grid), None)
+            encoding(torch.empty(1, 0, grid, grid, device=device))  # fills the cache (shape only)
+
+
 def instantiate_image_encoder(config: str, overrides: tuple[str, ...] = ()) -> nn.Module:
     """sam2's ImageEncoder built from a packaged config (e.g. ``configs/sam2.1/sam2.1_hiera_t.yaml``)."""
     import sam2  # noqa: F401  (initialises sam2's Hydra config module)
     from hydra import compose
     from hydra.utils import instantiate
     from omegaconf import OmegaConf
+    from sam2.modeling.position_encoding import PositionEmbeddingSine
 
-    cfg = compose(config_name=config, overrides=list(overrides))
+    overrides = list(overrides)
+    if "warmup_cache" in inspect.signature(PositionEmbeddingSine).parameters:
+        # sam2 would fill the position cache for 1024 px on `cuda` (= cuda:0) whenever a GPU is
+        # visible: in a rank on cuda:3 that opens a CUDA context on GPU 0 and fills the wrong sizes
+        # for any other sam_res. Sam2HieraEncoder.forward fills it for the real input and device.
+        overrides.append("++model.image_encoder.neck.position_encoding.warmup_cache=false")
+    cfg = compose(config_name=config, overrides=overrides)
     OmegaConf.resolve(cfg)
     return instantiate(cfg.model.image_encoder, _recursive_=True)
 

@@ -18,6 +18,7 @@ from __future__ import annotations
 import contextlib
 import hashlib
 import pickle
+import re
 from collections.abc import Iterator, Mapping, Sequence
 from dataclasses import dataclass, field
 from pathlib import Path
@@ -61,8 +62,33 @@ def reading_weights(path: Path, name: str) -> Iterator[None]:
     except A4GError:
         raise
     except _READ_ERRORS as err:
-        detail = " ".join(f"{type(err).__name__}: {err}".split())[:300]
-        raise WeightsError(f"{path} is not a usable weights file for {name!r} ({detail})") from None
+        detail = " ".join(f"{type(err).__name__}: {err}".split())
+        if code := refused_global(_with_causes(err)):  # torch's own text would suggest weights_only=False
+            raise WeightsError(
+                f"{path} is refused for {name!r}: loading it would run code stored in the file ({code}); "
+                "use the official weights file, or save the state dict alone or as .safetensors"
+            ) from None
+        raise WeightsError(f"{path} is not a usable weights file for {name!r} ({detail[:300]})") from None
+
+
+# How torch's weights-only unpickler names the global it refused ("Unsupported global: GLOBAL x.y",
+# "Unsupported globals: x.y", "unsupported GLOBAL x.y whose module x is blocked").
+_UNSAFE_GLOBAL = re.compile(r"[Uu]nsupported (?:globals?: (?:GLOBAL )?|GLOBAL )([\w.]+)")
+
+
+def _with_causes(err: BaseException) -> str:
+    """The text of an error and of those it was raised from (diffusers wraps torch's in an OSError)."""
+    texts, seen = [], 0
+    while err is not None and seen < 5:
+        texts.append(str(err))
+        err, seen = err.__cause__ or err.__context__, seen + 1
+    return " ".join(texts)
+
+
+def refused_global(text: str) -> str | None:
+    """The code a weights-only ``torch.load`` refused to run (e.g. ``posix.system``), from its error text."""
+    found = _UNSAFE_GLOBAL.search(text)
+    return found.group(1).rstrip(".") if found else None  # "posix.system." ends a sentence
 
 
 @dataclass(frozen=True)

@@ -10,6 +10,10 @@ from __future__ import annotations
 
 from dataclasses import dataclass, field
 from pathlib import Path
+from typing import Literal
+
+TargetDtype = Literal["float16", "int8"]
+"""How targets are stored (LayoutSpec.target_dtype); here because ``--help`` reads it without pydantic."""
 
 DEFAULT_ENCODERS = ("dinov2_vitb14", "sam2.1_hiera_b+")
 """The paper's pair, in fusion order: DINOv2 ViT-B/14 and SAM 2.1 Hiera-B+."""
@@ -20,7 +24,8 @@ class ExtractConfig:
     """Everything `a4g extract` takes (see `a4g extract --help` for each field)."""
 
     dataset: str
-    out: Path
+    out: str
+    """A folder or a file:// / s3:// / gs:// URI (a4g.store.location)."""
     vae: str
     encoders: list[str] = field(default_factory=lambda: list(DEFAULT_ENCODERS))
     data_root: Path | None = None
@@ -29,6 +34,7 @@ class ExtractConfig:
     size: int = 256
     every: int = 1
     hflip: bool = False
+    target_dtype: TargetDtype = "float16"
     shard_frames: int = 256
     batch: int = 64
     device: str = "auto"

@@ -11,9 +11,11 @@ import os
 from dataclasses import dataclass
 from datetime import datetime, timezone
 from pathlib import Path
+from typing import get_args
 
 import a4g
 from a4g.encoders.fusion import target_channel_chunk
+from a4g.extract.config import TargetDtype
 from a4g.geometry import token_grid_for
 from a4g.sources import ScanResult, VideoSource
 from a4g.store import VideoIndex, human_bytes
@@ -91,6 +93,7 @@ def build_schema(
     shard_frames: int,
     flip: bool,
     dtype: str = "float16",
+    target_dtype: str = "float16",
 ) -> StoreSchema:
     """The schema of the store this extraction writes (everything that decides its bytes)."""
     return StoreSchema(
@@ -102,13 +105,16 @@ def build_schema(
             videos=[v.video_id for v in scan.videos],
             video_list_hash=video_list_hash((v.video_id, v.num_frames, v.size_bytes) for v in scan.videos),
         ),
-        preprocess=PreprocessSpec(size=size, every=every),
+        preprocess=PreprocessSpec(size=size, every=every, decoder=source.decoder),
         encoders=encoder_specs,
         fusion=fusion,
         vae=vae_spec,
         token_grid=token_grid_for(size, vae_spec.downsample),
         layout=LayoutSpec(
-            dtype=dtype, shard_frames=shard_frames, target_channel_chunk=target_channel_chunk(encoder_specs)
+            dtype=dtype,
+            target_dtype=target_dtype,
+            shard_frames=shard_frames,
+            target_channel_chunk=target_channel_chunk(encoder_specs),
         ),
         flip=flip,
         code_version=a4g.__version__,
@@ -128,10 +134,26 @@ def describe_plan(schema: StoreSchema, index: VideoIndex) -> str:
             f"frames        {index.num_frames} (every {schema.preprocess.every}) at {schema.preprocess.size}px",
             f"encoders      {enc}",
             f"targets       {schema.num_tokens} tokens x {schema.target_channels} ch "
-            f"(grid {schema.token_grid[0]}x{schema.token_grid[1]}), {schema.layout.dtype}",
+            f"(grid {schema.token_grid[0]}x{schema.token_grid[1]}), {schema.layout.target_dtype}"
+            + (" + a float16 scale per token and encoder" if schema.layout.target_dtype == "int8" else ""),
             f"latents       {2 * schema.vae.latent_channels} x {schema.latent_size[0]} x {schema.latent_size[1]} "
             f"(mean ‖ logvar)" + (", with flip twins" if schema.flip else ""),
             f"storage       {human_bytes(per_frame)}/frame, {human_bytes(total)} total before compression, "
-            f"{shards} shards of {schema.layout.shard_frames} frames",
+            f"{shards} shards of {schema.layout.shard_frames} frames (this run; all choices below)",
+            *storage_table(schema, index.num_frames),
         ]
     )
+
+
+def storage_table(schema: StoreSchema, frames: int) -> list[str]:
+    """Per-frame and total bytes (before compression) for each target dtype, with and without --hflip,
+    so the choice is made before any GPU hour is spent."""
+    rows = [f"  {'--target-dtype':<16}{'no flip: per frame / total':<32}--hflip: per frame / total"]
+    for dtype in get_args(TargetDtype):
+        cells = []
+        for flip in (False, True):
+            layout = schema.layout.model_copy(update={"target_dtype": dtype})
+            per = schema.model_copy(update={"flip": flip, "layout": layout}).bytes_per_frame()
+            cells.append(f"{human_bytes(per)} / {human_bytes(per * frames)}")
+        rows.append(f"  {dtype:<16}{cells[0]:<32}{cells[1]}")
+    return rows

@@ -4,6 +4,8 @@ FVD, FID and IICR all need "N clips of T consecutive frames from a dataset". Vid
 a seeded random order (so a subset of a sorted dataset still spans every class) and probed lazily,
 so taking 2048 clips from UCF-101 decodes only as many headers as it needs. Each chosen video gives
 one window at a seeded random start; videos shorter than the window are skipped, as in StyleGAN-V.
+FVD and FID may take every `stride`-th frame instead of consecutive ones (`--real-stride`; Latte
+reads real UCF-101 clips at stride 3).
 Frames then go through the exact preprocessing of `a4g extract` (`square_frames`).
 
 Ground-truth masks for IICR's mask mode live in a DAVIS-style tree,
@@ -34,16 +36,22 @@ MASK_LAYOUT = "MASKS/<video id without extension>/<frame:05d>.png"
 
 @dataclass(frozen=True)
 class ClipRef:
-    """One evaluation clip: `length` consecutive frames of a video from frame `start`."""
+    """One evaluation clip: `length` frames of a video from frame `start`, `stride` frames apart."""
 
     video_id: str
     path: str
     start: int
     length: int
+    stride: int = 1
 
     @property
     def frames(self) -> list[int]:
-        return list(range(self.start, self.start + self.length))
+        return list(range(self.start, self.start + span(self.length, self.stride), self.stride))
+
+
+def span(frames: int, stride: int) -> int:
+    """Source frames a clip of `frames` frames taken `stride` apart covers."""
+    return (frames - 1) * stride + 1
 
 
 @dataclass
@@ -58,10 +66,10 @@ class ClipSelection:
     too_short: int = 0
     unreadable: list[str] = field(default_factory=list)
 
-    def describe(self, num_frames: int) -> str:
+    def describe(self, num_frames: int, stride: int = 1) -> str:
         parts = [f"{len(self.clips)} clips from {self.candidates} videos"]
         if self.too_short:
-            parts.append(f"{self.too_short} shorter than {num_frames} frames skipped")
+            parts.append(f"{self.too_short} shorter than {span(num_frames, stride)} frames skipped")
         if self.unreadable:
             parts.append(f"{len(self.unreadable)} unreadable skipped")
         return ", ".join(parts)
@@ -76,8 +84,10 @@ def plan_clips(
     progress: bool = False,
     threads: int = 8,
     random_start: bool = True,
+    stride: int = 1,
 ) -> ClipSelection:
-    """Up to `num` clips of `num_frames` frames, one per video, videos in a seeded random order.
+    """Up to `num` clips of `num_frames` frames `stride` apart, one per video, videos in a seeded random
+    order (`stride` 3: every third source frame, as Latte's real FVD clips).
 
     `keep(video_id)` restricts the candidates (e.g. to videos that have masks). Fewer clips come
     back when the source runs out; the caller decides whether that is acceptable. Frame counts are
@@ -107,11 +117,11 @@ def plan_clips(
         for (video_id, path, _), length in zip(order, lengths, strict=True):
             if isinstance(length, str):
                 plan.unreadable.append(f"{path}: {length}")
-            elif length < num_frames:
+            elif length < span(num_frames, stride):
                 plan.too_short += 1
             else:
-                start = rng.randrange(length - num_frames + 1) if random_start else 0
-                plan.clips.append(ClipRef(video_id, path, start, num_frames))
+                start = rng.randrange(length - span(num_frames, stride) + 1) if random_start else 0
+                plan.clips.append(ClipRef(video_id, path, start, num_frames, stride))
                 bar.update()
                 if len(plan.clips) >= num:
                     break

@@ -23,8 +23,18 @@ class FeatureStats:
         self.num = 0
         self._sum: np.ndarray | None = None
         self._outer: np.ndarray | None = None
+        self._fixed: tuple[np.ndarray, np.ndarray] | None = None
+
+    @classmethod
+    def from_mean_cov(cls, mu: np.ndarray, sigma: np.ndarray, num: int) -> FeatureStats:
+        """Statistics loaded from a cache (``--real-stats``): ``mean_cov`` returns exactly these."""
+        stats = cls()
+        stats.num, stats._fixed = int(num), (np.asarray(mu, np.float64), np.asarray(sigma, np.float64))
+        return stats
 
     def append(self, feats: np.ndarray) -> None:
+        if self._fixed is not None:
+            raise ValueError("statistics loaded from a cache cannot take more features")
         x = np.asarray(feats, dtype=np.float64)
         if x.ndim != 2:
             raise ValueError(f"features must be [N, D], got shape {x.shape}")
@@ -38,6 +48,8 @@ class FeatureStats:
         self._outer += x.T @ x
 
     def mean_cov(self) -> tuple[np.ndarray, np.ndarray]:
+        if self._fixed is not None:
+            return self._fixed
         if self.num < 2:
             raise ValueError(f"need at least 2 feature rows for a covariance, got {self.num}")
         mu = self._sum / self.num

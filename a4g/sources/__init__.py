@@ -3,6 +3,10 @@
 `build_source(dataset, data_root)` picks the source by name (`ucf101`, `folder`, `frames`,
 `webdataset`, `synthetic`, `demo`) or, given a path, guesses: a .tar file or folder of .tar shards is
 `webdataset`, a folder of image folders is `frames`, anything else `folder`.
+
+`demo` and `synthetic` are generated: into --data-root when it is new, empty or an earlier a4g
+materialization of the same set (a person's own folder is refused, never written into), else into
+``$A4G_CACHE/datasets/NAME``.
 """
 
 from __future__ import annotations
@@ -14,7 +18,7 @@ from a4g.errors import ConfigError
 from a4g.sources.base import ScanResult, UnreadableVideo, VideoEntry, VideoSource
 from a4g.sources.files import FolderSource, UCF101Source
 from a4g.sources.frames import IMAGE_EXTENSIONS, FramesSource
-from a4g.sources.synthetic import DemoSource, SyntheticSource
+from a4g.sources.synthetic import DemoSource, SyntheticSource, default_root
 from a4g.sources.webdataset import WebDatasetSource
 
 SOURCES: dict[str, type[VideoSource]] = {
@@ -31,12 +35,6 @@ __all__ = [
     "build_source",
     "default_root",
 ]
-
-
-def default_root(name: str) -> Path:
-    """Where generated datasets (demo, synthetic) are materialized when no --data-root is given."""
-    cache = Path(os.environ.get("A4G_CACHE", Path.home() / ".cache" / "a4g"))
-    return cache / "datasets" / name
 
 
 def _guess(path: Path) -> str:
@@ -71,4 +69,9 @@ def build_source(
         )
     if data_root is not None:
         raise ConfigError("give either --dataset PATH or --dataset NAME --data-root PATH, not both")
+    if path.is_file() and path.suffix != ".tar":
+        raise ConfigError(
+            f"--dataset {dataset} is a file: give a folder of videos (one subfolder per class), a folder "
+            "of frame folders, or a WebDataset .tar"
+        )
     return SOURCES[_guess(path)](path, split=split, fold=fold)

@@ -10,7 +10,7 @@ from dataclasses import dataclass, field
 import numpy as np
 
 from a4g.errors import UnreadableVideo
-from a4g.video import SkippedVideo
+from a4g.video import SkippedVideo, decoder_name
 
 
 @dataclass(frozen=True)
@@ -42,6 +42,12 @@ class VideoSource(ABC):
         self.root = str(root)
         self.split = split
         self.fold = fold
+        self.decoder = self.pick_decoder()
+        """Which decoder reads frames, fixed here so DataLoader workers use the same one (the
+        store records it; see a4g.video)."""
+
+    def pick_decoder(self) -> str:
+        return decoder_name()
 
     @abstractmethod
     def candidates(self) -> tuple[list[tuple[str, str, int]], list[str], list[SkippedVideo]]:
@@ -90,4 +96,10 @@ class VideoSource(ABC):
         return ScanResult(videos=videos, skipped=sorted(skipped, key=lambda s: s.path), classes=classes)
 
     def describe(self) -> dict[str, object]:
-        return {"name": self.name, "root": self.root, "split": self.split, "fold": self.fold}
+        return {
+            "name": self.name,
+            "root": self.root,
+            "split": self.split,
+            "fold": self.fold,
+            "decoder": self.decoder,
+        }

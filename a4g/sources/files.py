@@ -14,13 +14,13 @@ from a4g.video import VIDEO_EXTENSIONS, SkippedVideo, count_frames, is_video_fil
 
 
 class VideoFileSource(VideoSource):
-    """Base for sources of video files decoded with decord."""
+    """Base for sources of video files (decoded by :mod:`a4g.video`)."""
 
     def count_frames(self, path: str) -> int:
         return count_frames(path)
 
     def read(self, path: str, frames: Sequence[int]) -> np.ndarray:
-        return read_frames(path, frames)
+        return read_frames(path, frames, self.decoder)
 
     def _rel_id(self, path: Path) -> str:
         return path.relative_to(self.root).as_posix()
@@ -36,13 +36,17 @@ class FolderSource(VideoFileSource):
         root = Path(self.root)
         if not root.is_dir():
             raise ConfigError(f"--data-root {root} is not a directory")
-        files = sorted(p for p in root.rglob("*") if p.is_file() and not p.name.startswith("."))
+        visible = [p for p in root.rglob("*") if not p.name.startswith(".")]  # hidden: partial writes
+        files = sorted(p for p in visible if p.is_file())
+        broken = [
+            SkippedVideo(str(p), "broken link") for p in sorted(visible) if p.is_symlink() and not p.exists()
+        ]
         class_dirs = sorted(
             {p.relative_to(root).parts[0] for p in files if len(p.relative_to(root).parts) > 1}
         )
         classes = class_dirs or [""]
         label_of = {c: i for i, c in enumerate(classes)}
-        cands, skipped = [], []
+        cands, skipped = [], broken
         for p in files:
             parts = p.relative_to(root).parts
             if not is_video_file(p):

@@ -25,6 +25,9 @@ class FramesSource(VideoSource):
 
     name = "frames"
 
+    def pick_decoder(self) -> str:
+        return "pillow"
+
     def candidates(self) -> tuple[list[tuple[str, str, int]], list[str], list[SkippedVideo]]:
         root = Path(self.root)
         if not root.is_dir():

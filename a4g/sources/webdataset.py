@@ -96,4 +96,4 @@ class WebDatasetSource(VideoSource):
         return _members(tar)[member].size
 
     def read(self, path: str, frames: Sequence[int]) -> np.ndarray:
-        return read_frames(self._bytes(path), frames)
+        return read_frames(self._bytes(path), frames, self.decoder)

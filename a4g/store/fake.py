@@ -7,12 +7,17 @@ The store only cares about geometry (videos, frames, tokens, channels, shard siz
 from __future__ import annotations
 
 import math
+import os
 from collections.abc import Mapping, Sequence
+from typing import TYPE_CHECKING, Any
 
 import numpy as np
 
 from a4g.store import schema
 from a4g.store.index import VideoIndex
+
+if TYPE_CHECKING:
+    from a4g.store import FeatureStore
 
 
 def make_schema(
@@ -24,8 +29,12 @@ def make_schema(
     shard_frames: int = 4,
     flip: bool = False,
     root: str = "/data",
+    vae: str = "vae",
 ) -> schema.StoreSchema:
-    """A valid schema for videos ``{id: frames}`` and fake encoders ``(name, channels)``."""
+    """A valid schema for videos ``{id: frames}`` and fake encoders ``(name, channels)``.
+
+    ``vae="tiny"`` names the random-init test VAE, so ``a4g sample --vae tiny`` accepts runs on it.
+    """
     specs = [
         schema.EncoderSpec(
             name=n,
@@ -56,7 +65,7 @@ def make_schema(
         encoders=specs,
         fusion=schema.FusionSpec(order=[n for n, _ in encoders], slices=slices),
         vae=schema.VAESpec(
-            name="vae", weights_sha256="random", scaling_factor=0.18215, latent_channels=4, downsample=8
+            name=vae, weights_sha256="random", scaling_factor=0.18215, latent_channels=4, downsample=8
         ),
         token_grid=grid,
         layout=schema.LayoutSpec(
@@ -77,3 +86,25 @@ def make_index(lengths: Mapping[str, int]) -> VideoIndex:
         lengths=[lengths[i] for i in ids],
         classes=["a", "b"],
     )
+
+
+def random_store(
+    path: str | os.PathLike, lengths: Mapping[str, int], *, seed: int = 0, **kwargs: Any
+) -> FeatureStore:
+    """A complete store at ``path`` of standard-normal fp16 content (the same for the same ``seed``),
+    with the tiny VAE's spec; ``kwargs`` go to :func:`make_schema`. Trains in a second, no model run.
+    """
+    from a4g.store import FeatureStore  # the package imports this module's siblings: import late
+
+    store = FeatureStore.create(path, make_schema(lengths, vae="tiny", **kwargs), make_index(lengths))
+    for shard in range(store.num_shards):
+        start, stop = store.shard_range(shard)
+        rng = np.random.default_rng([seed, shard])
+        store.write_shard(
+            shard,
+            {
+                name: rng.standard_normal((stop - start, *store.array(name).shape[1:])).astype(np.float16)
+                for name in store.array_names
+            },
+        )
+    return store

@@ -69,7 +69,7 @@ class VideoIndex:
 
 def write_index(group: zarr.Group, index: VideoIndex) -> None:
     """Store `index` in the sub-group ``index`` of a Zarr group: int64 columns plus attributes."""
-    sub = group.create_group("index")
+    sub = group.create_group("index", overwrite=True)  # overwrite: only an unfinished creation's index
     for name, values in (("offset", index.offsets), ("length", index.lengths), ("label", index.labels)):
         sub.create_array(name, shape=(len(values),), chunks=(max(1, len(values)),), dtype="int64")[:] = values
     sub.attrs.update(
@@ -83,17 +83,25 @@ def write_index(group: zarr.Group, index: VideoIndex) -> None:
 
 
 def read_index(group: zarr.Group) -> VideoIndex:
-    """The index :func:`write_index` stored; StoreError when its offsets disagree with its lengths."""
-    sub = group["index"]
-    attrs = dict(sub.attrs)
-    index = VideoIndex(
-        ids=list(attrs["ids"]),
-        paths=list(attrs["paths"]),
-        labels=sub["label"][:],
-        lengths=sub["length"][:],
-        classes=list(attrs.get("classes", [])),
-        skipped=[SkippedVideo(**s) for s in attrs.get("skipped", [])],
-    )
-    if not np.array_equal(index.offsets, sub["offset"][:]):
+    """The index :func:`write_index` stored; StoreError when it cannot be read or its offsets disagree
+    with its lengths (the index is written once at creation: no shard repair can restore it)."""
+    try:
+        sub = group["index"]
+        attrs = dict(sub.attrs)
+        index = VideoIndex(
+            ids=list(attrs["ids"]),
+            paths=list(attrs["paths"]),
+            labels=sub["label"][:],
+            lengths=sub["length"][:],
+            classes=list(attrs.get("classes", [])),
+            skipped=[SkippedVideo(**s) for s in attrs.get("skipped", [])],
+        )
+        offsets = sub["offset"][:]
+    except Exception as err:  # noqa: BLE001 - zarr and its codecs raise many types for a damaged file
+        raise StoreError(
+            f"{group.store_path}: the video index (index/) cannot be read ({type(err).__name__}); "
+            "it is damaged beyond shard repair: extract it again into a new --out"
+        ) from None
+    if not np.array_equal(index.offsets, offsets):
         raise StoreError("store index offsets disagree with lengths; the store is damaged")
     return index

@@ -16,12 +16,18 @@ from typing import Any, Literal
 from pydantic import BaseModel, ConfigDict, Field, ValidationError, model_validator
 
 from a4g.errors import SchemaError
+from a4g.extract.config import TargetDtype
 
 FORMAT_VERSION = 1
 """Bumped whenever the on-disk layout changes; readers refuse other versions."""
 
 # Fields that describe where or when a store was made, not what it holds.
-_NOT_CONTENT = {("dataset", "root"), ("code_version",), ("created",)}
+# The decoder is among them: both decoders give identical frames (tests/test_video.py), so a store
+# begun with decord may be resumed or matched on a node that only has PyAV.
+_NOT_CONTENT = {("dataset", "root"), ("preprocess", "decoder"), ("code_version",), ("created",)}
+# Fields added after format 1, left out of the fingerprint while they hold the value every older
+# store implicitly has, so the fingerprints of stores written before them still recompute.
+_ADDED_WITH_DEFAULT = {("layout", "target_dtype"): "float16", ("vae", "shift_factor"): None}
 
 
 class _Model(BaseModel):
@@ -53,6 +59,11 @@ class PreprocessSpec(_Model):
     size: int = Field(gt=0, description="side of the square frame in pixels")
     every: int = Field(default=1, ge=1, description="temporal stride: keep one frame in `every`")
     interpolation: Literal["bicubic", "bilinear", "area"] = "bicubic"
+    decoder: str = Field(
+        default="decord",
+        description="decoder chosen for the frames (decord, pyav, pillow; with decord, files it would "
+        "misnumber are read with pyav, see a4g.video); not part of the fingerprint",
+    )
 
 
 class EncoderSpec(_Model):
@@ -86,12 +97,33 @@ class VAESpec(_Model):
     stored: Literal["mean_logvar"] = Field(
         default="mean_logvar", description="latents hold diffusers' posterior parameters: mean ‖ log-variance"
     )
+    shift_factor: float | None = Field(
+        default=None, description="subtracted before scaling (SD3/FLUX-style VAEs); None: no shift (SD-VAE)"
+    )
+
+    def to_model_latents(self, z: Any) -> Any:
+        """VAE latents → what the V-DiT trains on: ``(z - shift_factor) * scaling_factor``.
+
+        Any array type (numpy in the data loader, torch in tests); the exact inverse of
+        :meth:`from_model_latents`, so training and decoding agree for VAEs with a shift.
+        """
+        return (z if self.shift_factor is None else z - self.shift_factor) * self.scaling_factor
+
+    def from_model_latents(self, latents: Any) -> Any:
+        """What the V-DiT samples → VAE latents: ``latents / scaling_factor + shift_factor``."""
+        z = latents / self.scaling_factor
+        return z if self.shift_factor is None else z + self.shift_factor
 
 
 class LayoutSpec(_Model):
     """Array dtype, chunking and compression; part of the content (it decides the bytes on disk)."""
 
     dtype: Literal["float16", "bfloat16", "float32"] = "float16"
+    target_dtype: TargetDtype = Field(
+        default="float16",
+        description="float16: targets stored in `dtype` like the latents; int8: int8 values plus one "
+        "float16 scale per token and encoder slice (array target_scales; see a4g/store/quant.py)",
+    )
     chunk_frames: Literal[1] = 1
     shard_frames: int = Field(gt=0)
     target_channel_chunk: int = Field(gt=0, description="channels per inner chunk; divides every slice")
@@ -167,8 +199,15 @@ class StoreSchema(_Model):
         """Uncompressed bytes one frame costs in the store (flip twins included)."""
         itemsize = 4 if self.layout.dtype == "float32" else 2
         h, w = self.latent_size
-        per = (2 * self.vae.latent_channels * h * w + self.num_tokens * self.target_channels) * itemsize
+        per = 2 * self.vae.latent_channels * h * w * itemsize + self.target_bytes_per_frame()
         return per * (2 if self.flip else 1)
+
+    def target_bytes_per_frame(self, target_dtype: str | None = None) -> int:
+        """Uncompressed bytes of one frame's targets (one view): int8 adds a float16 scale per encoder."""
+        kind = target_dtype or self.layout.target_dtype
+        if kind == "int8":
+            return self.num_tokens * (self.target_channels + 2 * len(self.encoders))
+        return self.num_tokens * self.target_channels * (4 if self.layout.dtype == "float32" else 2)
 
     # ---- identity --------------------------------------------------------------------------------
 
@@ -180,6 +219,9 @@ class StoreSchema(_Model):
             for key in path[:-1]:
                 node = node[key]
             node.pop(path[-1], None)
+        for (section, key), legacy in _ADDED_WITH_DEFAULT.items():
+            if data[section].get(key) == legacy:
+                del data[section][key]
         return data
 
     @property

@@ -25,7 +25,7 @@ from __future__ import annotations
 
 import math
 from abc import ABC, abstractmethod
-from collections.abc import Callable
+from collections.abc import Callable, Sequence
 from dataclasses import dataclass
 from typing import Any, Literal
 
@@ -35,6 +35,9 @@ from torch import Tensor, nn
 from a4g.errors import ConfigError
 
 ModelFn = Callable[..., tuple[Tensor, Tensor | None]]  # model_fn(x_t, t, **kwargs) -> (out, hidden)
+# One generator for the batch, or one per sample (row b drawn from generators[b] alone, so a sample's
+# noise is the same whatever batch it is drawn in: `a4g sample` makes video i depend on (seed, i) only).
+Generators = torch.Generator | Sequence[torch.Generator] | None
 DenoiseFn = Callable[[Tensor, Tensor], Tensor]  # (x_t, t) -> prediction, guidance already applied
 
 FLOW_TIME_SCALE = 1000.0  # flow time t in [0, 1] is fed to the model as 1000 * t
@@ -50,6 +53,15 @@ def _work_dtype(x: Tensor) -> torch.dtype:
 def mean_flat(x: Tensor) -> Tensor:
     """Mean over all but the batch axis, in fp32 (float64 inputs stay float64)."""
     return x.to(_work_dtype(x)).mean(dim=tuple(range(1, x.ndim)))
+
+
+def randn(shape: tuple[int, ...], generator: Generators, device: torch.device, dtype=None) -> Tensor:
+    """Standard normal ``shape = [B, ...]``; with a sequence of B generators, row b comes from the b-th."""
+    if generator is None or isinstance(generator, torch.Generator):
+        return torch.randn(shape, generator=generator, device=device, dtype=dtype)
+    if len(generator) != shape[0]:
+        raise ValueError(f"{len(generator)} generators for a batch of {shape[0]}")
+    return torch.stack([torch.randn(shape[1:], generator=g, device=device, dtype=dtype) for g in generator])
 
 
 def _bcast(v: Tensor, like: Tensor) -> Tensor:
@@ -82,7 +94,7 @@ class Objective(ABC):
         noise: Tensor,
         sampler: str,
         steps: int,
-        generator: torch.Generator | None,
+        generator: Generators,
     ) -> Tensor:
         """Map ``noise`` to data in ``steps`` model evaluations (Heun: about twice as many)."""
 
@@ -296,7 +308,7 @@ class DDPM(Objective):
         x: Tensor,
         eps: Tensor,
         v: Tensor | None,
-        generator: torch.Generator | None,
+        generator: Generators,
     ) -> Tensor:
         """x_{t-1} ~ N(μ̃(x0_pred, x_t), σ²): σ² = β̃ or the learned variance; the mean alone at i = 0."""
         x0 = self._predict_x0(chain, i, x, eps)
@@ -308,7 +320,7 @@ class DDPM(Objective):
         else:
             step = torch.full((x.shape[0],), i, dtype=torch.long, device=v.device)
             std = torch.exp(0.5 * chain.learned_log_variance(v, step))
-        return x + std * torch.randn(x.shape, generator=generator, device=x.device, dtype=x.dtype)
+        return x + std * randn(x.shape, generator, x.device, x.dtype)
 
 
 class FlowMatching(Objective):
@@ -421,11 +433,12 @@ def sample(
     steps: int = 50,
     y: Tensor | None = None,
     cfg_scale: float = 1.0,
-    generator: torch.Generator | None = None,
+    generator: Generators = None,
 ) -> Tensor:
     """Draw latents ``shape = [B, F, C, h, w]`` from ``model`` (put in eval mode for the call).
 
-    Deterministic given ``generator``, which must live on the model's device. ``sampler`` defaults to
+    Deterministic given ``generator`` (one, or one per sample: see ``Generators``), which must live on
+    the model's device. ``sampler`` defaults to
     the objective's first (``ddpm`` / ``euler``). A ``learn_sigma`` model needs a ``learn_sigma``
     objective and samples with its learned variance.
     """
@@ -439,7 +452,7 @@ def sample(
         )
     null_class = model.null_class if getattr(model, "num_classes", 0) else None
     denoise = guided_denoise_fn(model, y, cfg_scale, null_class, learn_sigma)
-    noise = torch.randn(shape, generator=generator, device=device)
+    noise = randn(shape, generator, device)
     was_training = model.training
     model.eval()
     try:

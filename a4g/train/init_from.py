@@ -47,6 +47,7 @@ from safetensors import SafetensorError
 from safetensors.torch import load_file
 from torch import Tensor, nn
 
+from a4g.encoders.weights import refused_global
 from a4g.errors import WeightsError
 from a4g.train.checkpoint import EMA_FILE
 
@@ -75,7 +76,6 @@ _BLOCK_PARTS = frozenset(
     for kind in ("weight", "bias")
 )
 _BLOCK_KEY = re.compile(r"^blocks\.(\d+)\.(.+)$")
-_UNSAFE_GLOBAL = re.compile(r"Unsupported global: GLOBAL (\S+)")
 _FIXED = {"pos_embed": "pos_embed", "temp_embed": "temp_embed", "time_embed": "temp_embed"}  # old Latte name
 _LATTE_ONLY = {
     "text_embedding_projection.": "Latte text conditioning (extras=78); a4g models take class labels"
@@ -129,10 +129,10 @@ def read_weights(path: str | Path) -> dict[str, Tensor]:
 
 def _unpickling_message(path: Path, text: str) -> str:
     """torch's long weights-only message → one line: refused (names the global) or unreadable."""
-    refused = _UNSAFE_GLOBAL.search(text)
+    refused = refused_global(text)
     if refused:
         return (
-            f"init weights {path}: refused, loading it would run pickled code ({refused.group(1)}); "
+            f"init weights {path}: refused, loading it would run pickled code ({refused}); "
             "save the state dict alone (torch.save(model.state_dict())) or as .safetensors"
         )
     return f"init weights {path}: not a readable PyTorch checkpoint (the weights-only unpickler stopped)"

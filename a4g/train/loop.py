@@ -2,10 +2,12 @@
 
 One code path for every λ (λ = 0 is the plain baseline: the projector still runs and gets zero
 gradients, so timings and numerics compare like for like). bf16 autocast on GPU, fp32 on CPU;
-gradient accumulation, clipping, AdamW, EMA, ``save_state`` checkpoints and exact resume (model,
-projector, EMA, optimizer, every rank's RNG and the data stream position), tensorboard scalars and
-periodic sample videos. Multi-process under ``torchrun`` / ``accelerate launch``: every rank draws
-its own clips (seeded by rank) and runs the same number of steps.
+gradient accumulation, clipping (from ``--clip-after`` on, as Latte's ``start_clip_iter``), AdamW,
+EMA, ``save_state`` checkpoints (``--keep-last``: ``a4g/train/retention.py``) and exact resume (model,
+projector, EMA, optimizer, every rank's RNG and the data stream position), a progress bar, tracker
+scalars and periodic sample videos (``a4g/train/reporting.py``). A fresh run may start from DiT /
+Latte / a4g weights (``--init-from``, ``a4g/train/init_from.py``). Multi-process under ``torchrun`` /
+``accelerate launch``: every rank draws its own clips (seeded by rank) and runs the same number of steps.
 
 What a run was made from is kept in its typed record (``a4g/train/run_record.py``); which settings a
 ``--resume`` may change is declared on the :class:`TrainConfig` fields (``a4g/train/config.py``).
@@ -18,7 +20,7 @@ import math
 import time
 from collections import deque
 from collections.abc import Callable, Iterator
-from dataclasses import asdict, dataclass, field, fields
+from dataclasses import dataclass, field, fields
 from datetime import datetime, timezone
 from pathlib import Path
 
@@ -32,19 +34,29 @@ import a4g
 from a4g.encoders import FrozenVAE
 from a4g.errors import RunError
 from a4g.geometry import PATCH_SIZE
+from a4g.runlock import claim_run_dir
 from a4g.store import FeatureStore
+from a4g.store.quant import batch_to_device
 from a4g.store.schema import compatible
+from a4g.store.verify import check_for_training
 from a4g.torchutil import autocast
 from a4g.train.align import Projector, alignment_loss
-from a4g.train.checkpoint import list_checkpoints, load_checkpoint, read_step, save_checkpoint
+from a4g.train.checkpoint import latest_intact, list_checkpoints, load_checkpoint, read_step, save_checkpoint
 from a4g.train.config import TrainConfig, flag_of, resumable_fields
 from a4g.train.data import ClipPlan, clip_loader, describe, plan_clips
 from a4g.train.diffusion import Objective, create_objective
-from a4g.train.ema import EMA
+from a4g.train.ema import EMA, NO_WARMUP, WARMUP
+from a4g.train.guards import LossWatch, explain_out_of_memory
+from a4g.train.init_from import load_init
 from a4g.train.model import VDiT, create_model
+from a4g.train.reporting import Progress, log_line, log_sample_videos, start_trackers, trackers
+from a4g.train.retention import prune_checkpoints
 from a4g.train.run_record import (
     AlignSpec,
+    DatasetRef,
     DataSpec,
+    EMASpec,
+    InitRef,
     ModelKwargs,
     ModelSpec,
     Resumption,
@@ -54,7 +66,8 @@ from a4g.train.run_record import (
     run_file,
     write_run_record,
 )
-from a4g.train.sample import SAMPLE_FPS, SampleRequest, generate, load_vae, write_videos
+from a4g.train.sample import SAMPLE_FPS, SampleRequest, generate, grid, load_vae, write_videos
+from a4g.train.sample_manifest import PREVIEW
 
 __all__ = ["TrainConfig", "TrainError", "TrainResult", "check_resume", "check_store", "train"]
 
@@ -94,7 +107,10 @@ class Trainee(nn.Module):
         )
         denoise = out["loss"].mean()
         align, cos = alignment_loss(self.projector(out["hidden"]), targets)
-        return {"loss": denoise + self.align_weight * align, "denoise": denoise, "align": align, "cos": cos}
+        terms = {"loss": denoise + self.align_weight * align, "denoise": denoise, "align": align, "cos": cos}
+        if "vlb" in out:  # learn_sigma: denoise = ε MSE + VLB, logged apart (they move on different scales)
+            terms |= {"mse": out["mse"].mean(), "vlb": out["vlb"].mean()}
+        return terms
 
 
 # ------------------------------------------------------------------------------------- checks
@@ -167,7 +183,7 @@ def _previous_run(cfg: TrainConfig, say: Say) -> tuple[RunRecord, Path] | None:
         )
     prior = read_run_record(cfg.run)
     check_resume(cfg, prior)
-    return prior, found[max(found)]
+    return prior, latest_intact(cfg.run, say)  # a damaged newest checkpoint: the one before, warned
 
 
 def _run_record(
@@ -185,12 +201,15 @@ def _run_record(
         created=prior.created if prior else datetime.now(timezone.utc).isoformat(timespec="seconds"),
         config=cfg,
         store=StoreRef(
-            path=str(Path(store.path).resolve()),
+            path=store.uri,  # an absolute path, or the s3:// / gs:// URI
             fingerprint=s.fingerprint,
             random_init=s.random_init,
             every=s.preprocess.every,
             frame_size=s.preprocess.size,
             classes=list(store.index.classes),
+            dataset=DatasetRef(
+                name=s.dataset.name, root=s.dataset.root, split=s.dataset.split, fold=s.dataset.fold
+            ),
         ),
         model=ModelSpec(name=cfg.model, kwargs=kwargs),
         vae=s.vae,
@@ -202,9 +221,17 @@ def _run_record(
             projector_dim=cfg.projector_dim,
         ),
         data=DataSpec(frames=cfg.frames, stride=cfg.stride, store_row_step=plan.step),
+        ema=_ema_spec(cfg, prior),
         world_size=world,
         resumed=[] if prior is None else [*prior.resumed, Resumption(step=step, world_size=world)],
     )
+
+
+def _ema_spec(cfg: TrainConfig, prior: RunRecord | None) -> EMASpec:
+    """A new run warms its EMA up; a run resumed from a record older than the warm-up keeps a plain EMA."""
+    if prior is not None:
+        return prior.ema or EMASpec(decay=prior.config.ema, warmup=NO_WARMUP)
+    return EMASpec(decay=cfg.ema, warmup=WARMUP)
 
 
 # ------------------------------------------------------------------------------------- setup
@@ -228,7 +255,7 @@ def _accelerator(cfg: TrainConfig) -> Accelerator:
     return Accelerator(
         cpu=not cuda,  # Accelerate sets up gloo for torchrun's CPU processes only when told "cpu"
         mixed_precision="bf16" if cuda else "no",
-        log_with="tensorboard",
+        log_with=trackers(cfg.report_to) or None,
         project_config=ProjectConfiguration(project_dir=str(cfg.run), logging_dir=str(cfg.run / "logs")),
     )
 
@@ -236,6 +263,7 @@ def _accelerator(cfg: TrainConfig) -> Accelerator:
 def _prepare(cfg: TrainConfig, accelerator: Accelerator, say: Say) -> _Session:
     """Open and check the store and run, build the model, restore a checkpoint, write run.json."""
     store = FeatureStore.open(cfg.store)
+    check_for_training(store)  # damaged shards (quick: index checksums, done markers) refused by name
     previous = _previous_run(cfg, say)
     prior, resume_from = previous or (None, None)
     if store.schema.random_init:
@@ -251,20 +279,30 @@ def _prepare(cfg: TrainConfig, accelerator: Accelerator, say: Say) -> _Session:
     kwargs = prior.model.kwargs if prior else model_kwargs_for(cfg, store)
     check_store(store, cfg, kwargs, prior.store if prior else None)
     say(f"data: {describe(plan)}")
-    trainee, optimizer, ema = _build(cfg, accelerator, kwargs, plan.target_channels)
+    fresh = resume_from is None  # --init-from only on a fresh run: a resume takes the checkpoint's weights
+    trainee, optimizer, ema, init = _build(cfg, accelerator, kwargs, plan.target_channels, fresh, say)
     step, batches = _data_stream(cfg, accelerator, plan, resume_from, ema, say)
     record = _run_record(cfg, store, plan, kwargs, accelerator.num_processes, prior, step)
+    record = record.model_copy(update={"init": prior.init if prior else init})
+    ema.warmup = record.ema.warmup
     if accelerator.is_main_process:
         write_run_record(cfg.run, record)
     return _Session(accelerator, trainee, optimizer, ema, batches, step, record)
 
 
 def _build(
-    cfg: TrainConfig, accelerator: Accelerator, kwargs: ModelKwargs, target_channels: int
-) -> tuple[nn.Module, torch.optim.Optimizer, EMA]:
-    """Model, projector, EMA and optimizer, prepared for the launch (DDP, device, mixed precision)."""
+    cfg: TrainConfig,
+    accelerator: Accelerator,
+    kwargs: ModelKwargs,
+    target_channels: int,
+    fresh: bool,
+    say: Say,
+) -> tuple[nn.Module, torch.optim.Optimizer, EMA, InitRef | None]:
+    """Model (``--init-from`` weights on a fresh run), projector, EMA and optimizer, prepared for the
+    launch (DDP, device, mixed precision)."""
     torch.manual_seed(cfg.seed)  # same initial weights on every rank
     model = create_model(cfg.model, **kwargs.model_dump(), grad_checkpointing=cfg.grad_checkpointing)
+    init = _init_weights(cfg, model, say) if fresh and cfg.init_from is not None else None
     projector = Projector(model.embed_dim, target_channels, cfg.projector_dim)
     ema = EMA(model, cfg.ema)
     if cfg.compile:
@@ -275,7 +313,27 @@ def _build(
     optimizer = torch.optim.AdamW(trainee.parameters(), lr=cfg.lr, weight_decay=0.0, fused=fused)
     trainee, optimizer = accelerator.prepare(trainee, optimizer)
     ema.model.to(accelerator.device)
-    return trainee, optimizer, ema
+    return trainee, optimizer, ema, init
+
+
+INIT_REPORT_LINES = 12  # skipped keys listed at launch; the rest are counted
+
+
+def _init_weights(cfg: TrainConfig, model: VDiT, say: Say) -> InitRef:
+    """Load ``--init-from`` into the fresh V-DiT (before the EMA copies it) and print what happened."""
+    report = load_init(model, cfg.init_from, cfg.init_layout)
+    say(f"{report.summary()} ({cfg.init_from})")
+    for key, reason in report.skipped[:INIT_REPORT_LINES]:
+        say(f"  skipped {key}: {reason}")
+    if len(report.skipped) > INIT_REPORT_LINES:
+        say(f"  ... and {len(report.skipped) - INIT_REPORT_LINES} more skipped")
+    return InitRef(
+        path=str(Path(cfg.init_from).resolve()),
+        layout=report.layout,
+        loaded=len(report.loaded),
+        skipped=len(report.skipped),
+        new=len(report.new),
+    )
 
 
 def _data_stream(
@@ -296,7 +354,7 @@ def _data_stream(
     )
     batches = iter(loader)  # before load_state: creating it draws from the RNG that load_state restores
     if resume_from:
-        step = load_checkpoint(accelerator, resume_from, ema)
+        step = load_checkpoint(accelerator, resume_from, ema, force=cfg.force, say=say)
         say(f"resumed {cfg.run} at step {step}")
     return step, batches
 
@@ -313,11 +371,14 @@ def train(cfg: TrainConfig, echo: Say = print) -> TrainResult:
     cfg = cfg.validate()
     accelerator = _accelerator(cfg)
     say = echo if accelerator.is_main_process else (lambda *_: None)
-    session = _prepare(cfg, accelerator, say)
-    if session.step >= cfg.steps:
-        say(f"{cfg.run} is at step {session.step} >= --steps {cfg.steps}; nothing to do")
-        return TrainResult(session.step, cfg.run)
-    return _run_steps(cfg, session, say)
+    # One trainer per --out (a lock naming its holder), never a feature store (issue 10).
+    with claim_run_dir(cfg.run, cfg.store, say=say, hold=accelerator.is_main_process):
+        with explain_out_of_memory(cfg):
+            session = _prepare(cfg, accelerator, say)
+            if session.step >= cfg.steps:
+                say(f"{cfg.run} is at step {session.step} >= --steps {cfg.steps}; nothing to do")
+                return TrainResult(session.step, cfg.run)
+            return _run_steps(cfg, session, say)
 
 
 def _run_steps(cfg: TrainConfig, s: _Session, say: Say) -> TrainResult:
@@ -325,8 +386,7 @@ def _run_steps(cfg: TrainConfig, s: _Session, say: Say) -> TrainResult:
     vae = None
     if cfg.sample_every and accelerator.is_main_process:
         vae = load_vae(cfg.vae, s.record.vae, accelerator.device)
-    scalars = {k: v if isinstance(v, (int, float, str, bool)) else str(v) for k, v in asdict(cfg).items()}
-    accelerator.init_trackers("tensorboard", config=scalars)
+    start_trackers(accelerator, cfg, s.record.created, say)
     model = accelerator.unwrap_model(s.trainee).model
     say(
         f"training {cfg.model} ({sum(p.numel() for p in model.parameters()) / 1e6:.2f} M params) from step "
@@ -335,14 +395,22 @@ def _run_steps(cfg: TrainConfig, s: _Session, say: Say) -> TrainResult:
     meter = Meter(cfg.batch_size * cfg.frames * cfg.grad_accum * world)
     start_step, start_time = s.step, time.perf_counter()
     s.trainee.train()
-    while s.step < cfg.steps:
-        micro_batches = [next(s.batches) for _ in range(cfg.grad_accum)]
-        if s.step == start_step and world > 1:
-            _check_ranks_differ(accelerator, micro_batches[0], say)
-        meter.add(_optimizer_step(cfg, accelerator, s.trainee, s.optimizer, micro_batches))
-        s.ema.update(accelerator.unwrap_model(s.trainee).model)
-        s.step += 1
-        _after_step(cfg, s, meter, vae, say)
+    watch = LossWatch(cfg, accelerator.device)
+    bar = Progress(cfg.progress and accelerator.is_main_process, s.step, cfg.steps, say)
+    say = bar.say  # lines print above the bar
+    try:
+        while s.step < cfg.steps:
+            micro_batches = [next(s.batches) for _ in range(cfg.grad_accum)]
+            if s.step == start_step and world > 1:
+                _check_ranks_differ(accelerator, micro_batches[0], say)
+            values = _optimizer_step(cfg, accelerator, s.trainee, s.optimizer, micro_batches, s.step)
+            watch.see(s.step + 1, values)  # a non-finite step stops the run before it is logged or saved
+            meter.add(values)
+            s.ema.update(accelerator.unwrap_model(s.trainee).model)
+            s.step += 1
+            bar.step(_after_step(cfg, s, meter, vae, say))
+    finally:
+        bar.close()
     accelerator.end_training()
     seconds = (time.perf_counter() - start_time) / (s.step - start_step)
     result = TrainResult(s.step, cfg.run, *meter.first_and_last(), seconds)
@@ -350,24 +418,26 @@ def _run_steps(cfg: TrainConfig, s: _Session, say: Say) -> TrainResult:
     return result
 
 
-def _after_step(cfg: TrainConfig, s: _Session, meter: Meter, vae: FrozenVAE | None, say: Say) -> None:
-    """Log, checkpoint and sample when their period (or the last step) comes."""
+def _after_step(
+    cfg: TrainConfig, s: _Session, meter: Meter, vae: FrozenVAE | None, say: Say
+) -> dict[str, float] | None:
+    """Log, checkpoint and sample when their period (or the last step) comes; returns what was logged."""
     step, last = s.step, s.step == cfg.steps
+    scalars = None
     if step % cfg.log_every == 0 or last:
         scalars = meter.flush(s.accelerator) | {"lr": s.optimizer.param_groups[0]["lr"]}
         s.accelerator.log({f"train/{k}": v for k, v in scalars.items()}, step=step)
-        say(
-            f"step {step:>7}  loss {scalars['loss']:.4f}  denoise {scalars['denoise']:.4f}  "
-            f"align {scalars['align']:.4f}  cos {scalars['cos']:.3f}  grad {scalars['grad_norm']:.3f}  "
-            f"{scalars['frames_per_s']:.0f} frames/s"
-        )
+        say(log_line(step, scalars))
     if step % cfg.checkpoint_every == 0 or last:
         if s.accelerator.num_processes > 1:
             _check_weights_in_sync(s.accelerator, s.trainee, say)
         say(f"saved {save_checkpoint(s.accelerator, cfg.run, step, s.ema)}")
+        if s.accelerator.is_main_process and (gone := prune_checkpoints(cfg.run, cfg.keep_last)):
+            say(f"removed {', '.join(p.name for p in gone)} (--keep-last {cfg.keep_last})")
     if vae is not None and (step % cfg.sample_every == 0 or last):
         objective = create_objective(cfg.objective, learn_sigma=cfg.learn_sigma)
-        _write_samples(cfg, s.ema.model, objective, vae, step, say)
+        _write_samples(cfg, s.accelerator, s.ema.model, objective, vae, step, say)
+    return scalars
 
 
 def _summarize(result: TrainResult, steps: int, say: Say) -> None:
@@ -390,12 +460,13 @@ RANDOM_INIT_WARNING = (
 
 
 def _optimizer_step(
-    cfg: TrainConfig, accelerator: Accelerator, trainee: nn.Module, optimizer, micro_batches: list
+    cfg: TrainConfig, accelerator: Accelerator, trainee: nn.Module, optimizer, micro_batches: list, step: int
 ) -> dict[str, Tensor]:
-    """Accumulate gradients over the micro-batches (DDP syncs only on the last), clip, step."""
+    """Accumulate gradients over the micro-batches (DDP syncs only on the last), clip (once ``step``
+    optimizer steps are done, see ``--clip-after``), step."""
     sums: dict[str, Tensor] = {}
     for i, batch in enumerate(micro_batches):
-        batch = {k: v.to(accelerator.device, non_blocking=True) for k, v in batch.items()}
+        batch = batch_to_device(batch, accelerator.device)  # int8 targets are dequantized there
         last = i == len(micro_batches) - 1
         with contextlib.nullcontext() if last else accelerator.no_sync(trainee):
             labels = None if cfg.unconditional else batch["labels"]
@@ -403,7 +474,7 @@ def _optimizer_step(
             accelerator.backward(losses["loss"] / len(micro_batches))
         for k, v in losses.items():
             sums[k] = sums.get(k, 0) + v.detach().float() / len(micro_batches)
-    max_norm = cfg.max_grad_norm if cfg.max_grad_norm > 0 else math.inf
+    max_norm = cfg.max_grad_norm if cfg.clips_gradients_at(step) else math.inf  # inf: measure the norm only
     sums["grad_norm"] = torch.as_tensor(accelerator.clip_grad_norm_(trainee.parameters(), max_norm)).float()
     optimizer.step()
     optimizer.zero_grad(set_to_none=True)
@@ -464,7 +535,13 @@ def _check_weights_in_sync(accelerator: Accelerator, trainee: nn.Module, say) ->
 
 
 def _write_samples(
-    cfg: TrainConfig, ema_model: VDiT, objective: Objective, vae: FrozenVAE, step: int, say: Say
+    cfg: TrainConfig,
+    accelerator: Accelerator,
+    ema_model: VDiT,
+    objective: Objective,
+    vae: FrozenVAE,
+    step: int,
+    say: Say,
 ) -> None:
     """Periodic samples from the EMA weights, with a fixed seed so runs compare step to step."""
     req = SampleRequest(num=cfg.sample_num, frames=cfg.frames, seed=cfg.seed, batch_size=cfg.sample_num)
@@ -472,4 +549,5 @@ def _write_samples(
         videos, labels = generate(ema_model, objective, vae, req)
     out = cfg.run / "samples" / f"step_{step:07d}"
     write_videos(out, videos, labels, fps=SAMPLE_FPS)
+    log_sample_videos(accelerator, grid(videos), out / PREVIEW / "grid.mp4", step)
     say(f"wrote {len(videos)} sample videos to {out}")

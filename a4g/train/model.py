@@ -1,10 +1,11 @@
 """Latte-style video DiT (V-DiT): alternating spatial / temporal transformer blocks with adaLN-Zero.
 
-Input latents are ``[B, F, C, h, w]`` (frames second). Each frame is patchified (patch 2) into
-``N = (h/2)*(w/2)`` tokens, so the residual stream is ``[B, F, N, D]`` throughout. Blocks alternate,
-spatial first: a *spatial* block attends over the N tokens of one frame, a *temporal* block over the
-F frames at one token position. Both are done by reshaping frames or tokens into the batch, never
-by looping in Python, so the model stays ``torch.compile``-friendly and hits the SDPA flash path.
+Input latents are ``[B, F, C, h, w]`` (frames second). Each frame is patchified (patch
+``a4g.geometry.PATCH_SIZE`` = 2) into ``N = (h/2)*(w/2)`` tokens, so the residual stream is
+``[B, F, N, D]`` throughout. Blocks alternate, spatial first: a *spatial* block attends over the N
+tokens of one frame, a *temporal* block over the F frames at one token position. Both are done by
+reshaping frames or tokens into the batch, never by looping in Python, so the model stays
+``torch.compile``-friendly and hits the SDPA flash path (split only past ``SDPA_MAX_BATCH``).
 
 "Depth" counts every block, spatial and temporal alike: Latte-XL's 28 blocks are 14 spatial + 14
 temporal. ``align_depth`` uses the same 1-based count (odd = after a spatial block, even = after a
@@ -27,6 +28,17 @@ import torch.nn.functional as F
 from timm.layers import Mlp
 from torch import Tensor, nn
 from torch.utils.checkpoint import checkpoint
+
+from a4g.geometry import PATCH_SIZE
+
+SDPA_MAX_BATCH = 65_535
+"""Most sequences one SDPA call is given; :class:`Attention` splits a larger batch into calls this big.
+
+CUDA's flash and memory-efficient SDPA kernels put the batch on a grid axis of at most 2**16 - 1
+blocks and fail past it with "CUDA error: invalid configuration argument" (pytorch/pytorch#146704).
+The temporal blocks fold batch x token positions into the batch: sampling 128 videos at 256 px with
+classifier-free guidance is 128 x 2 x 256 = 65,536 sequences, one too many.
+"""
 
 
 @dataclass(frozen=True)
@@ -164,9 +176,16 @@ class Attention(nn.Module):
         self.proj = nn.Linear(dim, dim)
 
     def forward(self, x: Tensor) -> Tensor:
+        """``[B, N, D]`` -> ``[B, N, D]``, each of the B sequences attending over its own N tokens."""
         b, n, d = x.shape
         q, k, v = self.qkv(x).reshape(b, n, 3, self.num_heads, d // self.num_heads).permute(2, 0, 3, 1, 4)
-        x = F.scaled_dot_product_attention(q, k, v)
+        if b <= SDPA_MAX_BATCH:
+            x = F.scaled_dot_product_attention(q, k, v)
+        else:  # sequences are independent, so chunks of the batch give the rows one call would
+            chunks = zip(
+                q.split(SDPA_MAX_BATCH), k.split(SDPA_MAX_BATCH), v.split(SDPA_MAX_BATCH), strict=True
+            )
+            x = torch.cat([F.scaled_dot_product_attention(*qkv) for qkv in chunks])
         return self.proj(x.transpose(1, 2).reshape(b, n, d))
 
 
@@ -235,7 +254,7 @@ class VDiT(nn.Module):
         num_heads: int,
         num_classes: int = 0,
         class_dropout_prob: float = 0.1,
-        patch_size: int = 2,
+        patch_size: int = PATCH_SIZE,
         mlp_ratio: float = 4.0,
         learn_sigma: bool = False,
     ) -> None:
@@ -363,7 +382,7 @@ def create_model(
     num_frames: int,
     num_classes: int = 0,
     class_dropout_prob: float = 0.1,
-    patch_size: int = 2,
+    patch_size: int = PATCH_SIZE,
     grad_checkpointing: bool = False,
     learn_sigma: bool = False,
 ) -> VDiT:

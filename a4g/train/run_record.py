@@ -15,6 +15,7 @@ import json
 import os
 import tempfile
 from pathlib import Path
+from typing import Literal
 
 from pydantic import BaseModel, ConfigDict, Field, ValidationError
 
@@ -32,6 +33,18 @@ class _Record(BaseModel):
     model_config = ConfigDict(extra="forbid", frozen=True)
 
 
+class DatasetRef(_Record):
+    """The videos the store was extracted from (its schema's ``dataset``, without the video list).
+
+    ``a4g eval`` compares it with ``--real`` to decide whether real clips take the run's training stride.
+    """
+
+    name: str = Field(description="source name, e.g. ucf101, folder, demo")
+    root: str = Field(description="where the videos were read from")
+    split: str | None = None
+    fold: int | None = None
+
+
 class StoreRef(_Record):
     """The store a run trained on. The fingerprint pins its content; the path is only where it was."""
 
@@ -41,6 +54,7 @@ class StoreRef(_Record):
     every: int = Field(ge=1, description="the store keeps one source frame in `every`")
     frame_size: int = Field(gt=0, description="side of the square frames the VAE saw, pixels")
     classes: list[str]
+    dataset: DatasetRef | None = Field(default=None, description="None in records older than the field")
 
 
 class ModelKwargs(_Record):
@@ -55,9 +69,27 @@ class ModelKwargs(_Record):
     learn_sigma: bool = Field(default=False, description="DiT's variance head: 2x output channels")
 
 
+POS_EMBED = "mae"
+"""2-D sin-cos position embedding in DiT/Latte/MAE channel order (columns first). Older a4g (runs whose
+run.json has no format_version) put rows first: their weights would load with transposed positions."""
+
+
 class ModelSpec(_Record):
     name: str = Field(description="registered V-DiT name, e.g. VDiT-XL")
     kwargs: ModelKwargs
+    pos_embed: Literal["mae"] = Field(
+        default=POS_EMBED, description="position-embedding channel order the weights were trained with"
+    )
+
+
+class InitRef(_Record):
+    """The weights a fresh run started from (``--init-from``) and what :func:`load_init` made of them."""
+
+    path: str
+    layout: str = Field(description="the key layout used (what --init-layout auto resolved to)")
+    loaded: int = Field(ge=0, description="tensors copied into the V-DiT")
+    skipped: int = Field(ge=0, description="checkpoint tensors not used (reasons printed at launch)")
+    new: int = Field(ge=0, description="V-DiT tensors left at their fresh initialization")
 
 
 class AlignSpec(_Record):
@@ -72,6 +104,16 @@ class DataSpec(_Record):
     frames: int = Field(gt=0)
     stride: int = Field(gt=0, description="source frames between clip frames")
     store_row_step: int = Field(gt=0, description="store rows between clip frames: stride // every")
+
+
+class EMASpec(_Record):
+    """The moving average sampling uses (``a4g/train/ema.py``)."""
+
+    decay: float = Field(ge=0, lt=1)
+    warmup: Literal["diffusers", "none"] = Field(
+        description="diffusers: decay_n = min(decay, (1 + n) / (10 + n)), the first update copies; "
+        "none: `decay` from the first update"
+    )
 
 
 class Resumption(_Record):
@@ -91,6 +133,10 @@ class RunRecord(_Record):
     vae: VAESpec
     align: AlignSpec
     data: DataSpec
+    init: InitRef | None = Field(
+        default=None, description="--init-from of the first launch; None: random init"
+    )
+    ema: EMASpec | None = Field(default=None, description="None in records older than the field: no warm-up")
     world_size: int = Field(gt=0, description="processes of the latest launch")
     resumed: list[Resumption] = Field(default_factory=list, description="one entry per --resume")
 
@@ -129,6 +175,13 @@ def read_run_record(run_dir: Path) -> RunRecord:
     if not isinstance(data, dict):
         raise RunError(f"{path} does not hold a run record (a JSON object); the file is damaged")
     version = data.get("format_version")
+    if "format_version" not in data and {"config", "model"} <= data.keys():
+        raise RunError(
+            f"{path} was written by an a4g from before the typed run record, whose V-DiT put the position "
+            "embedding's rows first (DiT/Latte/MAE put columns first): its checkpoints would load with "
+            "transposed positions, so they cannot be resumed or sampled. Train a new --out (or sample it "
+            "with the a4g release that wrote it)"
+        )
     if version != FORMAT_VERSION:
         raise RunError(
             f"{path}: format_version is {version!r}, this a4g reads version {FORMAT_VERSION}; "
