@@ -250,3 +250,13 @@ def standins(tmp_path_factory: pytest.TempPathFactory) -> dict[str, Path]:
         torch.jit.script(MeanI3D()).save(str(paths["i3d"]))
         torch.jit.script(MeanInception()).save(str(paths["inception"]))
     return paths
+
+
+@pytest.fixture
+def one_thread():
+    """Tiny models are all per-op overhead; a second BLAS thread only adds contention on busy CI.
+    Test files that run tiny models use it for every test: ``pytestmark = pytest.mark.usefixtures("one_thread")``."""
+    before = torch.get_num_threads()
+    torch.set_num_threads(1)
+    yield
+    torch.set_num_threads(before)

@@ -40,13 +40,7 @@ runner = CliRunner()
 PWNED = "pwned"  # the file a malicious pickle would create when its code ran
 
 
-@pytest.fixture(autouse=True)
-def one_thread():
-    """Tiny models are all per-op overhead; a second BLAS thread only adds contention on busy CI."""
-    before = torch.get_num_threads()
-    torch.set_num_threads(1)
-    yield
-    torch.set_num_threads(before)
+pytestmark = pytest.mark.usefixtures("one_thread")
 
 
 @pytest.fixture(scope="module")

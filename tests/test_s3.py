@@ -35,12 +35,7 @@ ARGS = ["extract", *EXTRACT_TINY, "--limit-videos", "3", "--shard-frames", "4", 
 SUBPROCESS_S = 120  # one tiny extraction starts (imports torch and the models) and runs in well under this
 
 
-@pytest.fixture(autouse=True)
-def one_thread():
-    before = torch.get_num_threads()
-    torch.set_num_threads(1)
-    yield
-    torch.set_num_threads(before)
+pytestmark = pytest.mark.usefixtures("one_thread")
 
 
 @pytest.fixture(scope="module")

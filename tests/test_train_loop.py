@@ -33,13 +33,7 @@ def store(train_store):
     return train_store
 
 
-@pytest.fixture(autouse=True)
-def one_thread():
-    """Tiny models are all per-op overhead; a second BLAS thread only adds contention on busy CI."""
-    before = torch.get_num_threads()
-    torch.set_num_threads(1)
-    yield
-    torch.set_num_threads(before)
+pytestmark = pytest.mark.usefixtures("one_thread")
 
 
 def train(store, run: Path, *extra: str, ok: bool = True):
