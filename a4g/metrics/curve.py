@@ -21,6 +21,7 @@ store, typically):
 
 from __future__ import annotations
 
+import dataclasses
 import json
 import os
 import tempfile
@@ -214,23 +215,12 @@ def _eval_requests(req: CurveRequest, fake: Path, frames: int, size: int) -> lis
 
 
 def _sample_config(req: CurveRequest, run: Path, folder: Path, step: int, frames: int) -> SampleConfig:
+    """`a4g sample`'s config for one checkpoint: every field the two requests share (sampling settings,
+    vae, ema, device, ...) means the same in both, so it is copied by name, not listed by hand."""
+    shared = {f.name for f in dataclasses.fields(SampleConfig)} & {f.name for f in dataclasses.fields(req)}
+    given = {name: getattr(req, name) for name in shared}
     return SampleConfig(
-        run=run,
-        out=folder,
-        vae=req.vae,
-        checkpoint=str(step),
-        ema=req.ema,
-        num=req.num,
-        frames=frames,
-        class_id=req.class_id,
-        guidance=req.guidance,
-        sampler=req.sampler,
-        steps=req.steps,
-        seed=req.seed,
-        batch_size=req.batch_size,
-        fps=SAMPLE_FPS,
-        device=req.device,
-        progress=req.progress,
+        **{**given, "run": run, "out": folder, "checkpoint": str(step), "frames": frames, "fps": SAMPLE_FPS}
     )
 
 
